@@ -1,0 +1,322 @@
+"""The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + GRU context.
+
+The W_k prediction heads belong to the loss (``cpcspeech.loss``), not to this model.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from cpcspeech.config import ModelConfig, section_from_dict
+from cpcspeech.errors import ModelLoadError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "cpcspeech-cpc"
+FORMAT_VERSION = 1
+
+
+class ChannelNorm(nn.Module):
+    """CPC_audio's ChannelNorm: normalise each frame over channels (unbiased variance), then a
+    per-channel affine. Per frame, so it keeps the encoder causal."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, T) -> (B, C, T)."""
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class FrameLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm over channels of each frame, for (B, C, T) input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, C, T) -> (B, C, T)."""
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "channel":
+        return ChannelNorm(channels)
+    if kind == "layer":
+        return FrameLayerNorm(channels)
+    return nn.Identity()
+
+
+class Encoder(nn.Module):
+    """g_enc: a stack of strided Conv1d -> norm -> ReLU layers mapping samples to z_t."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = config.encoder_channels
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_ch = 1
+        for k, s, p in zip(
+            config.encoder_kernels, config.encoder_strides, config.encoder_paddings, strict=True
+        ):
+            self.convs.append(nn.Conv1d(in_ch, channels, kernel_size=k, stride=s, padding=p))
+            self.norms.append(_make_norm(config.norm, channels))
+            in_ch = channels
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """wav: (B, N) float samples -> z: (B, T, C) with T = num_frames(N)."""
+        x = wav.unsqueeze(1)  # (B, 1, N)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = F.relu(norm(conv(x)))  # (B, C, T_layer)
+        return x.transpose(1, 2)  # (B, T, C)
+
+
+class CPCModel(nn.Module):
+    """Encoder g_enc (samples -> z_t) and autoregressive context g_ar (z_<=t -> c_t).
+
+    Frame t of z and c starts at sample ``frame_shift * t`` and covers 10 ms at 16 kHz; its
+    receptive field is samples ``[frame_shift*t - left_context, frame_shift*t + right_context]``.
+    c_t depends only on samples up to the end of frame t's receptive field (causal).
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else ModelConfig()
+        cfg = self.config
+        self.encoder = Encoder(cfg)
+        rnn = nn.GRU if cfg.context_type == "gru" else nn.LSTM
+        self.context = rnn(
+            cfg.encoder_channels, cfg.context_dim, num_layers=cfg.context_layers, batch_first=True
+        )
+
+    # ----- geometry, all derived from the config -----
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def frame_shift(self) -> int:
+        """Samples between consecutive frames: the product of the strides (160 by default)."""
+        shift = 1
+        for s in self.config.encoder_strides:
+            shift *= s
+        return shift
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.encoder_channels
+
+    @property
+    def c_dim(self) -> int:
+        return self.config.context_dim
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the encoder gives for ``num_samples`` samples; ``(n + 1) // 160`` by default."""
+        n = int(num_samples)
+        cfg = self.config
+        for k, s, p in zip(
+            cfg.encoder_kernels, cfg.encoder_strides, cfg.encoder_paddings, strict=True
+        ):
+            n = (n + 2 * p - k) // s + 1
+            if n <= 0:
+                return 0
+        return n
+
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples that give at least one frame."""
+        n = 1
+        while self.num_frames(n) < 1:
+            n += 1
+        return n
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """(left_context, right_context) in samples around ``frame_shift * t`` for frame t."""
+        cfg = self.config
+        left, size, jump = 0, 1, 1
+        for k, s, p in zip(
+            cfg.encoder_kernels, cfg.encoder_strides, cfg.encoder_paddings, strict=True
+        ):
+            left += p * jump
+            size += (k - 1) * jump
+            jump *= s
+        return left, size - left - 1
+
+    # ----- forward -----
+    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor]:
+        """wav: (B, N) -> z: (B, T, z_dim), c: (B, T, c_dim) with T = num_frames(N)."""
+        if wav.dim() != 2:
+            raise ValueError(f"Expected wav of shape (B, N). Found: {tuple(wav.shape)}")
+        if self.num_frames(wav.shape[1]) < 1:
+            raise ValueError(
+                f"Expected at least {self.min_samples} samples for one frame. "
+                f"Found: {wav.shape[1]}"
+            )
+        z = self.encoder(wav)  # (B, T, C)
+        c, _ = self.context(z)  # (B, T, c_dim)
+        return z, c
+
+    def run_context(self, z: Tensor, state: object = None) -> tuple[Tensor, object]:
+        """z: (B, T, z_dim), optional recurrent state -> c: (B, T, c_dim) and the new state."""
+        return self.context(z, state)
+
+    @torch.no_grad()
+    def extract(
+        self,
+        wav: Tensor,
+        layer: str = "c",
+        chunk_seconds: float = 20.0,
+    ) -> Tensor:
+        """Features of one utterance, computed in chunks with the recurrent state carried across.
+
+        Args:
+            wav: (N,) float32 samples at ``sample_rate`` (or (1, N)).
+            layer: "c" for context vectors c_t or "z" for encoder outputs z_t.
+            chunk_seconds: audio per chunk; bounds peak memory and does not change the result.
+
+        Returns:
+            (T, D) float32 on ``wav``'s device, T = num_frames(N), D = c_dim or z_dim.
+        """
+        if layer not in ("c", "z"):
+            raise ValueError(f"Expected layer 'c' or 'z'. Found: {layer!r}")
+        if wav.dim() == 2 and wav.shape[0] == 1:
+            wav = wav[0]
+        if wav.dim() != 1:
+            raise ValueError(f"Expected wav of shape (N,) or (1, N). Found: {tuple(wav.shape)}")
+        param = next(self.parameters())
+        wav = wav.to(device=param.device, dtype=param.dtype)
+        total = self.num_frames(wav.shape[0])
+        dim = self.c_dim if layer == "c" else self.z_dim
+        if total == 0:
+            return wav.new_zeros(0, dim)
+        shift = self.frame_shift
+        left, right = self.receptive_field
+        # Margins of whole frames keep every layer's stride grid aligned with the full pass, and
+        # are wide enough that kept frames never see a chunk edge's zero padding.
+        margin_l = -(-left // shift) + 2
+        margin_r = -(-right // shift) + 2
+        chunk = max(1, int(chunk_seconds * self.sample_rate) // shift)
+        outputs = []
+        state = None
+        for t0 in range(0, total, chunk):
+            t1 = min(t0 + chunk, total)
+            a = max(0, t0 - margin_l)
+            b = t1 + margin_r
+            seg = wav[a * shift : (b * shift if b < total else wav.shape[0])]
+            z = self.encoder(seg.unsqueeze(0))  # (1, T_seg, C)
+            z = z[:, t0 - a : t0 - a + (t1 - t0)]  # (1, t1 - t0, C)
+            if layer == "z":
+                outputs.append(z[0])
+                continue
+            c, state = self.context(z, state)  # (1, t1 - t0, c_dim)
+            outputs.append(c[0])
+        return torch.cat(outputs, dim=0)  # (T, D)
+
+    # ----- save / load (config.json + model.safetensors, no pickle) -----
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json and model.safetensors into ``directory`` (atomic per file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION}
+        meta.update(json.loads(json.dumps(dataclasses.asdict(self.config))))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+        os.close(fd)
+        save_file(state, tmp, metadata={"format": "pt"})
+        os.replace(tmp, directory / WEIGHTS_NAME)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, directory / CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = "default",
+        revision: str | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> "CPCModel":
+        """Load a model: a local directory, "default" (shipped weights) or a Hub repo id.
+
+        Loading is strict: a missing or unexpected tensor raises ModelLoadError.
+        """
+        from cpcspeech.pretrained import resolve_model_dir  # avoids a cycle: pretrained -> model
+
+        directory = resolve_model_dir(str(name_or_path), revision=revision)
+        return cls.from_directory(directory, map_location=map_location)
+
+    @classmethod
+    def from_directory(
+        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> "CPCModel":
+        """Load config.json + model.safetensors from a local directory, strictly."""
+        directory = Path(directory)
+        config = read_model_config(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise ModelLoadError(f"{directory}: expected {WEIGHTS_NAME}, found none")
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as err:  # safetensors raises several types for corrupt files
+            raise ModelLoadError(f"{weights}: not a valid safetensors file ({err})") from err
+        model = cls(config)
+        load_state_strict(model, state, str(weights))
+        return model.to(map_location)
+
+
+def read_model_config(directory: str | os.PathLike) -> ModelConfig:
+    """Read and validate ``config.json`` written by :meth:`CPCModel.save_pretrained`."""
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ModelLoadError(f"{directory}: expected a cpcspeech {CONFIG_NAME}, found none")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
+        found = meta.get("model_type") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelLoadError(
+            f"{path}: expected model_type {MODEL_TYPE!r}, found {found!r}; "
+            "this is not a cpcspeech model"
+        )
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path}: expected format_version {FORMAT_VERSION}, found "
+            f"{meta.get('format_version')!r}; upgrade cpcspeech"
+        )
+    values = {k: v for k, v in meta.items() if k not in ("model_type", "format_version")}
+    try:
+        return section_from_dict(ModelConfig, values, f"{path}")
+    except Exception as err:
+        raise ModelLoadError(f"{path}: incompatible model config ({err})") from err
+
+
+def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict with strict=True, re-raised as ModelLoadError naming the tensors."""
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{source}: weights do not match the model; missing {missing}, unexpected {unexpected}"
+        )
+    for key, value in model.state_dict().items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ModelLoadError(
+                f"{source}: tensor {key} expected shape {tuple(value.shape)}, "
+                f"found {tuple(state[key].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
