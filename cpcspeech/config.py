@@ -186,8 +186,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 raise ValueError(value)
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(
-                value
+            return (
+                int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
             )
         if tp is float:
             if isinstance(value, bool):

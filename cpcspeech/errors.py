@@ -1,4 +1,7 @@
-"""The one family of errors cpcspeech raises on bad input; the CLI prints them without a traceback."""
+"""The one family of errors cpcspeech raises on bad input.
+
+The CLI prints them without a traceback.
+"""
 
 
 class CPCSpeechError(Exception):
@@ -24,3 +27,7 @@ class ModelLoadError(CPCSpeechError):
 
 class AlignmentError(CPCSpeechError, ValueError):
     """Frame labels cannot be read, folded or matched to encoder frames."""
+
+
+class CorpusError(CPCSpeechError):
+    """A corpus folder, utterance list or Kaldi data file is missing or malformed."""
