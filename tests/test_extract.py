@@ -1,0 +1,283 @@
+"""`cpcspeech extract` end to end on real files: stacked .npy + index, mirrored folders, wav.scp,
+--skip-errors, atomic failure, and the console script."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from cpcspeech.audio import load_audio
+from cpcspeech.cli import app
+from cpcspeech.errors import CPCSpeechError
+from cpcspeech.extract import (
+    INDEX_COLUMNS,
+    _StackedNpy,
+    extract_features,
+    find_inputs,
+    read_index,
+)
+from cpcspeech.model import CPCModel
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["extract", *args], env={"COLUMNS": "200"})
+
+
+def random_model(seed: int = 0) -> CPCModel:
+    torch.manual_seed(seed)
+    return CPCModel().eval()
+
+
+def noise(path: Path, rate: int, seconds: float, channels: int = 1, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0, 0.1, (int(rate * seconds), channels)).astype(np.float32)
+    sf.write(str(path), data if channels > 1 else data[:, 0], rate)
+
+
+@pytest.fixture
+def audio_dir(tmp_path) -> Path:
+    """a.wav (16 kHz), sub/b.flac (44.1 kHz stereo), c.ogg (8 kHz): 0.6-1.2 s each."""
+    root = tmp_path / "audio"
+    (root / "sub").mkdir(parents=True)
+    noise(root / "a.wav", 16000, 1.2, seed=1)
+    noise(root / "sub" / "b.flac", 44100, 0.8, channels=2, seed=2)
+    noise(root / "c.ogg", 8000, 0.6, seed=3)
+    (root / "notes.txt").write_text("not audio, not listed")
+    return root
+
+
+def reference(model: CPCModel, path: str, layer: str = "c") -> np.ndarray:
+    with torch.inference_mode():
+        return model.extract(torch.from_numpy(load_audio(path)), layer=layer).numpy()
+
+
+def check_stacked(feats_path: Path, model: CPCModel, layer: str, expected_files: int) -> list:
+    feats = np.load(feats_path)
+    rows = read_index(feats_path.with_name(feats_path.stem + ".index.tsv"))
+    assert feats.dtype == np.float32
+    assert feats.shape == (sum(int(r["num_frames"]) for r in rows), 256 if layer == "c" else 512)
+    assert len(rows) == expected_files
+    cursor = 0
+    for row in rows:
+        first, count = int(row["first_row"]), int(row["num_frames"])
+        assert first == cursor  # rows are contiguous, in index order
+        cursor += count
+        if row["status"] == "ok":
+            n = len(load_audio(row["path"]))
+            assert count == (n + 1) // 160
+            np.testing.assert_allclose(
+                feats[first : first + count], reference(model, row["path"], layer), atol=1e-5
+            )
+    assert cursor == feats.shape[0]
+    return rows
+
+
+def test_folder_to_stacked_npy_random(tmp_path, audio_dir):
+    out = tmp_path / "feats.npy"
+    result = invoke(str(audio_dir), "--out", str(out), "--model", "random", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "weights: random init (seed 3)" in result.output
+    assert "x real time" in result.output
+    rows = check_stacked(out, random_model(3), "c", expected_files=3)
+    assert [Path(r["path"]).name for r in rows] == ["a.wav", "c.ogg", "b.flac"]
+    assert [r["id"] for r in rows] == ["a", "c", "sub/b"]
+    assert list(rows[0]) == list(INDEX_COLUMNS)
+    assert f"({np.load(out).shape[0]}, 256)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audio", "feats.index.tsv", "feats.npy"]
+
+
+def test_saved_model_dir_layer_z_to_mirrored_folder(tmp_path, audio_dir):
+    model = random_model(7)
+    model_dir = tmp_path / "my_model"
+    model.save_pretrained(model_dir)
+    out = tmp_path / "out"
+    result = invoke(str(audio_dir), "-o", f"{out}/", "--model", str(model_dir), "--layer", "z")
+    assert result.exit_code == 0, result.output
+    assert f"weights: {model_dir}" in result.output
+    loaded = CPCModel.from_directory(model_dir).eval()
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.npy", "c.npy", "sub/b.npy"]
+    for rel, src in [("a.npy", "a.wav"), ("sub/b.npy", "sub/b.flac"), ("c.npy", "c.ogg")]:
+        feats = np.load(out / rel)
+        assert feats.shape[1] == 512
+        np.testing.assert_allclose(feats, reference(loaded, str(audio_dir / src), "z"), atol=1e-5)
+
+
+def test_wav_scp_input_keeps_order_and_ids(tmp_path, audio_dir):
+    scp = audio_dir / "wav.scp"
+    scp.write_text(
+        f"utt_c c.ogg\nutt_a {audio_dir / 'a.wav'}\n\nutt_b sub/b.flac\n", encoding="utf-8"
+    )
+    out = tmp_path / "scp.npy"
+    result = invoke(str(scp), "--out", str(out), "--model", "random", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = check_stacked(out, random_model(0), "c", expected_files=3)
+    assert [r["id"] for r in rows] == ["utt_c", "utt_a", "utt_b"]
+    # A directory output from a wav.scp writes OUT/<utt_id>.npy.
+    result = invoke(str(scp), "--out", str(tmp_path / "by_id") + "/", "--model", "random", "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "by_id").iterdir()) == [
+        "utt_a.npy",
+        "utt_b.npy",
+        "utt_c.npy",
+    ]
+
+
+def test_wav_scp_pipe_is_rejected(tmp_path, audio_dir):
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"u1 {audio_dir / 'a.wav'}\nu2 sox in.sph -t wav - |\n")
+    result = invoke(str(scp), "--out", str(tmp_path / "f.npy"), "--model", "random")
+    assert result.exit_code == 2
+    assert "wav.scp:2" in result.output and "piped" in result.output
+    assert not (tmp_path / "f.npy").exists()
+
+
+def add_bad_files(audio_dir: Path) -> None:
+    (audio_dir / "b_text.wav").write_text("this is not audio\n" * 10)  # caught by the header probe
+    data = np.zeros(8000, np.float32)
+    data[10] = np.nan
+    sf.write(str(audio_dir / "b_nan.wav"), data, 16000, subtype="FLOAT")  # caught while decoding
+
+
+def test_skip_errors_keeps_good_files(tmp_path, audio_dir):
+    add_bad_files(audio_dir)
+    out = tmp_path / "feats.npy"
+    result = invoke(str(audio_dir), "--out", str(out), "--model", "random", "--skip-errors")
+    assert result.exit_code == 1, result.output
+    assert "2 of 5 files skipped" in result.output
+    assert "b_nan.wav" in result.output and "b_text.wav" in result.output
+    rows = check_stacked(out, random_model(0), "c", expected_files=5)
+    skipped = {Path(r["path"]).name: r for r in rows if r["status"] != "ok"}
+    assert sorted(skipped) == ["b_nan.wav", "b_text.wav"]
+    assert all(r["num_frames"] == "0" for r in skipped.values())
+    assert skipped["b_nan.wav"]["status"].startswith("skipped: expected finite samples")
+    assert skipped["b_text.wav"]["status"].startswith("skipped: not a readable audio file")
+
+
+@pytest.mark.parametrize("bad", ["b_text.wav", "b_nan.wav"])
+def test_failed_run_leaves_nothing(tmp_path, audio_dir, bad):
+    add_bad_files(audio_dir)
+    (audio_dir / ("b_nan.wav" if bad == "b_text.wav" else "b_text.wav")).unlink()
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    result = invoke(str(audio_dir), "--out", str(out_dir / "feats.npy"), "--model", "random")
+    assert result.exit_code == 2
+    assert bad in result.output
+    assert list(out_dir.iterdir()) == []  # no feats.npy, no index, no temporaries
+
+
+def test_help_documents_frame_timing():
+    result = runner.invoke(app, ["extract", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "frame t starts at sample 160*t (t*10 ms) and covers 10 ms;" in text
+    assert "an utterance of N samples gives (N+1)//160 frames" in text
+
+
+def test_console_script(tmp_path, audio_dir):
+    script = Path(sys.executable).parent / "cpcspeech"
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    out = tmp_path / "feats.npy"
+    proc = subprocess.run(
+        [str(script), "extract", str(audio_dir / "a.wav"), "--out", str(out), "--model", "random"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "weights: random init (seed 0)" in proc.stdout
+    assert np.load(out).shape == ((19200 + 1) // 160, 256)
+
+
+# ----- library-level behaviour -----
+
+
+def test_find_inputs_order_duplicates_and_empty(tmp_path, audio_dir):
+    items = find_inputs([str(audio_dir)])
+    assert [i.key for i in items] == ["a", "c", "sub/b"]
+    assert all(i.path.is_absolute() for i in items)
+    with pytest.raises(CPCSpeechError, match="listed twice"):
+        find_inputs([str(audio_dir), str(audio_dir / "a.wav")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CPCSpeechError, match="found none"):
+        find_inputs([str(tmp_path / "empty")])
+    with pytest.raises(CPCSpeechError, match="found nothing"):
+        find_inputs([str(tmp_path / "nowhere")])
+
+
+def test_bad_out_and_key_collision(tmp_path, audio_dir):
+    model = random_model()
+    with pytest.raises(CPCSpeechError, match=r"ending in \.npy"):
+        extract_features(model, [str(audio_dir)], tmp_path / "feats.bin")
+    noise(audio_dir / "a.flac", 16000, 0.5)
+    with pytest.raises(CPCSpeechError, match=r"a\.npy"):
+        extract_features(model, [str(audio_dir)], str(tmp_path / "mirror") + "/")
+
+
+def test_stacked_npy_grows_and_shrinks_in_place(tmp_path):
+    path = tmp_path / "grow.npy"
+    path.touch()
+    writer = _StackedNpy(path, capacity=3, dim=4)
+    blocks = [np.full((2, 4), i, np.float32) for i in range(4)]
+    for block in blocks:  # 8 rows into a 3-row array: grows twice
+        writer.append(block)
+    writer.close()
+    np.testing.assert_array_equal(np.load(path), np.concatenate(blocks))
+    writer = _StackedNpy(path, capacity=10, dim=4)
+    writer.append(blocks[1])
+    writer.close()
+    np.testing.assert_array_equal(np.load(path), blocks[1])
+
+
+def test_chunking_does_not_change_features(tmp_path, audio_dir):
+    model = random_model()
+    wav = [str(audio_dir / "a.wav")]
+    a = extract_features(model, wav, tmp_path / "one.npy", chunk_seconds=20)
+    b = extract_features(model, wav, tmp_path / "many.npy", chunk_seconds=0.3)
+    assert a.total_frames == b.total_frames
+    np.testing.assert_allclose(
+        np.load(tmp_path / "one.npy"), np.load(tmp_path / "many.npy"), atol=1e-6
+    )
+
+
+# ----- real speech (skipped without ../shared) -----
+
+
+def run_real(tmp_path: Path, num_lines: int | None) -> None:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data folder not found: {DATA}")
+    lines = (DATA / "wav.scp").read_text().splitlines()
+    lines = lines[:num_lines] if num_lines is not None else lines
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{u} {DATA / p}\n" for u, p in (ln.split(maxsplit=1) for ln in lines)))
+    out = tmp_path / "feats.npy"
+    result = invoke(str(scp), "--out", str(out), "--model", "random", "--layer", "z")
+    assert result.exit_code == 0, result.output
+    rows = read_index(tmp_path / "feats.index.tsv")
+    assert [r["id"] for r in rows] == [ln.split()[0] for ln in lines]
+    cursor = 0
+    for row in rows:
+        info = sf.info(row["path"])
+        assert info.samplerate == 16000
+        assert int(row["num_frames"]) == (info.frames + 1) // 160
+        assert int(row["first_row"]) == cursor
+        cursor += int(row["num_frames"])
+    assert np.load(out, mmap_mode="r").shape == (cursor, 512)
+
+
+def test_real_speech_subset(tmp_path):
+    run_real(tmp_path, num_lines=8)
+
+
+@pytest.mark.slow
+def test_real_speech_full_folder(tmp_path):
+    run_real(tmp_path, num_lines=None)
