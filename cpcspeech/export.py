@@ -1,0 +1,264 @@
+"""Publish weights: export a checkpoint as a model directory with a model card, push it to the Hub.
+
+A model directory holds exactly config.json, model.safetensors and README.md (the card).
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cpcspeech.errors import CPCSpeechError, ModelLoadError
+from cpcspeech.pretrained import (
+    CARD_NAME,
+    CONFIG_NAME,
+    HUB_FILES,
+    WEIGHTS_NAME,
+    ModelSource,
+    locate_model,
+    parse_repo_spec,
+    weights_sha256,
+)
+
+PATH_KEYS = ("root", "train_list", "valid_list")  # data.* paths, shortened in the card
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    source: ModelSource
+    sha256: str
+
+
+def export_model(
+    checkpoint: str, out_dir: str | os.PathLike, overwrite: bool = False
+) -> ExportResult:
+    """Write ``out_dir`` = config.json + model.safetensors + README.md from a checkpoint.
+
+    ``checkpoint`` is any local spec :func:`cpcspeech.pretrained.locate_model` accepts: a
+    checkpoint folder, a run folder (best or latest checkpoint) or a model directory. The weights
+    are validated by a strict load and copied byte for byte; the card is built from the
+    checkpoint's config.yaml and meta.json. The folder is assembled in a temporary sibling and
+    renamed into place, so an interrupted export leaves no half-written model directory.
+    """
+    from cpcspeech.model import CPCModel, read_model_config
+
+    if not Path(checkpoint).exists():
+        raise ModelLoadError(
+            f"export: expected a local checkpoint, run folder or model directory, found no path "
+            f"{checkpoint!r}"
+        )
+    source = locate_model(checkpoint)
+    CPCModel.from_directory(source.directory)  # strict: refuse to export weights that do not load
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise CPCSpeechError(f"export: {out_dir} already exists; choose a new folder or overwrite")
+    if out_dir.resolve() == source.directory.resolve():
+        raise CPCSpeechError(f"export: the output {out_dir} is the checkpoint itself")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copyfile(source.directory / name, tmp / name)
+        sha = weights_sha256(tmp)
+        card = build_model_card(
+            name=out_dir.name,
+            model_config=asdict(read_model_config(tmp)),
+            meta=_read_json(source.directory / "meta.json"),
+            train_config=_read_yaml(source.directory / "config.yaml"),
+            sha256=sha,
+            source=source,
+        )
+        (tmp / CARD_NAME).write_text(card, encoding="utf-8")
+        if out_dir.exists():  # overwrite: move the old folder aside, then swap the new one in
+            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
+            os.replace(out_dir, trash / out_dir.name)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return ExportResult(out_dir=out_dir, source=source, sha256=sha)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+    return value if isinstance(value, dict) else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ModelLoadError(f"{path}: not valid YAML ({err})") from err
+    return value if isinstance(value, dict) else None
+
+
+def _fmt(value: Any, unit: str = "", digits: int = 4) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def build_model_card(
+    name: str,
+    model_config: dict[str, Any],
+    meta: dict[str, Any] | None,
+    train_config: dict[str, Any] | None,
+    sha256: str,
+    source: ModelSource | None = None,
+) -> str:
+    """The README.md of an exported model: usage, architecture, training record, probe placeholder.
+
+    ``meta`` is a checkpoint's meta.json and ``train_config`` its config.yaml (None when absent:
+    the card then says "unknown"). Data paths are shortened to their last component, so the card
+    does not publish the training machine's folder layout.
+    """
+    meta = meta or {}
+    cfg = json.loads(json.dumps(train_config)) if train_config else None
+    if cfg and isinstance(cfg.get("data"), dict):
+        for key in PATH_KEYS:
+            value = cfg["data"].get(key)
+            if isinstance(value, str) and value:
+                cfg["data"][key] = Path(value).name
+    audio_seconds = meta.get("audio_seconds")
+    wall_seconds = meta.get("wall_seconds")
+    lines = [
+        "---",
+        "library_name: cpcspeech",
+        "tags: [audio, speech, self-supervised-learning, contrastive-predictive-coding]",
+        "---",
+        "",
+        f"# {name}",
+        "",
+        "A Contrastive Predictive Coding speech encoder (van den Oord et al. 2018, section",
+        "3.1): a strided CNN encoder g_enc (samples -> z_t, 10 ms frames at 16 kHz) and a",
+        "recurrent context network g_ar (z_<=t -> c_t). The W_k prediction heads are not",
+        "included: they are only needed for pre-training.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from cpcspeech import CPCModel",
+        "",
+        f'model = CPCModel.from_pretrained("{name}")  # a folder path or a Hub repo id org/name',
+        "c = model.extract(wav)  # wav: (N,) float32 at 16 kHz -> c: (T, 256), T = (N + 1) // 160",
+        "```",
+        "",
+        "or `cpcspeech extract AUDIO... --model MODEL --out feats.npy`.",
+        "",
+        "## Model",
+        "",
+        "| field | value |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in model_config.items()],
+        "",
+        f"Weights: `{WEIGHTS_NAME}`, sha256 `{sha256}`.",
+        "",
+        "## Training",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| steps | {_fmt(meta.get('step'))} |",
+        "| audio seen | "
+        + (
+            f"{audio_seconds:.0f} s ({audio_seconds / 3600:.2f} h) |"
+            if isinstance(audio_seconds, int | float)
+            else "unknown |"
+        ),
+        "| wall time | "
+        + (
+            f"{wall_seconds:.0f} s ({wall_seconds / 3600:.2f} h) |"
+            if isinstance(wall_seconds, int | float)
+            else "unknown |"
+        ),
+        f"| hardware | {_fmt(meta.get('hardware'))} |",
+        f"| train loss (InfoNCE) | {_fmt(meta.get('train_loss'))} |",
+        f"| valid loss (InfoNCE) | {_fmt(meta.get('valid_loss'))} |",
+    ]
+    accuracy = meta.get("valid_accuracy")
+    if isinstance(accuracy, list) and accuracy:
+        values = ", ".join(f"{float(a):.3f}" for a in accuracy)
+        lines.append(f"| valid accuracy, k = 1..{len(accuracy)} | {values} |")
+    if source is not None:
+        how = source.detail or source.kind
+        lines.append(f"| exported from | `{source.directory.name}` ({how}) |")
+    lines += ["", "Training configuration (config.yaml; data paths shortened):", ""]
+    if cfg:
+        lines += ["```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
+    else:
+        lines.append("unknown (the checkpoint had no config.yaml)")
+    lines += [
+        "",
+        "## Probe results",
+        "",
+        "Not measured. Linear-probe accuracies (phone per frame, speaker) have not been run for",
+        "these weights yet; see `cpcspeech probe` and fill this table with the measured numbers.",
+        "",
+        "| probe | accuracy |",
+        "|---|---|",
+        "| phone (per frame) | not measured |",
+        "| speaker | not measured |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_model(
+    out_dir: str | os.PathLike,
+    repo_id: str,
+    revision: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+) -> str:
+    """Upload an exported model directory to the Hub (maintainers); returns the commit URL.
+
+    The folder is first loaded strictly and must hold a model card. Only config.json,
+    model.safetensors and README.md are uploaded. ``revision`` is a branch, created if missing.
+    """
+    from cpcspeech.model import CPCModel
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ModelLoadError(f"push: expected a model directory, found no folder {out_dir}")
+    CPCModel.from_directory(out_dir)
+    if not (out_dir / CARD_NAME).is_file():
+        raise ModelLoadError(
+            f"push: expected a model card {out_dir / CARD_NAME}, found none; "
+            "make the folder with `cpcspeech export`"
+        )
+    repo_id, _ = parse_repo_spec(repo_id)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=out_dir,
+            revision=revision,
+            allow_patterns=list(HUB_FILES),
+            commit_message=commit_message or f"Upload {out_dir.name} with cpcspeech",
+        )
+    except (HfHubHTTPError, OSError) as err:
+        raise CPCSpeechError(f"push to {repo_id} failed: {err}") from err
+    return str(getattr(info, "commit_url", info))
