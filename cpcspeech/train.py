@@ -1,0 +1,639 @@
+"""The CPC training loop: Adam on InfoNCE, validation, atomic checkpoints, exact resume, DDP.
+
+One process per GPU under ``torchrun``; each process draws negatives from its own batch only,
+as in the paper (section 3.1). A killed run resumed with ``resume=True`` repeats the same losses.
+"""
+
+import csv
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from rich.console import Console
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from cpcspeech.config import Config, config_from_dict, config_to_dict, save_config
+from cpcspeech.data import (
+    WindowBatch,
+    WindowSampler,
+    check_batching,
+    corpus_stats,
+    fixed_batches,
+    load_split,
+    make_loader,
+    rank_and_world,
+)
+from cpcspeech.errors import ConfigError, CPCSpeechError
+from cpcspeech.loss import InfoNCE
+from cpcspeech.model import CPCModel, load_state_strict
+
+TRAINER_NAME = "trainer.pt"
+HEADS_NAME = "heads.safetensors"
+META_NAME = "meta.json"
+BEST_NAME = "best.txt"
+TRAINER_FORMAT = 1
+# Keys that may differ when resuming: they change neither the maths nor the data order.
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.log_every",
+    "train.tensorboard",
+    "train.keep_last",
+    "data.num_workers",
+)
+VALID_SEED_OFFSET = 7_919  # the validation windows' plan seed is data.seed + this
+
+
+class TrainingError(CPCSpeechError):
+    """Training cannot start or continue (no checkpoint to resume, config mismatch, NaN loss)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or already complete) run reports."""
+
+    out_dir: Path
+    step: int
+    train_loss: float
+    valid_loss: float | None
+    best_checkpoint: str
+    audio_seconds: float
+    wall_seconds: float
+    is_main: bool = True  # False on ranks > 0 under DDP (they print nothing)
+
+
+class CPCObjective(nn.Module):
+    """The CPC model and its InfoNCE head in one module, so DDP syncs both.
+
+    The model runs under bf16 autocast when asked; the loss always runs in fp32.
+    """
+
+    def __init__(self, model: CPCModel, loss: InfoNCE, bf16: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.bf16 = bf16
+
+    def forward(
+        self, wav: Tensor, speakers: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """wav: (B, N), speakers: (B,) -> loss (), loss_per_step (K,), accuracy (K,)."""
+        device_type = wav.device.type
+        autocast = torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            z, c = self.model(wav)  # (B, T, z_dim), (B, T, c_dim)
+        with torch.autocast(device_type, enabled=False):
+            out = self.loss(z.float(), c.float(), speakers=speakers, generator=generator)
+        return out.loss, out.loss_per_step, out.accuracy
+
+
+def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
+    """Seed of the negatives' generator for one (step, rank): resume-exact and rank-distinct.
+
+    ``stream`` separates uses: 0 for training steps, 1 for validation batches.
+    """
+    entropy = [int(seed), int(step), int(rank), int(stream), 0x4E47]
+    state = np.random.SeedSequence(entropy).generate_state(1)
+    return int(state[0])
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; 'cuda' without CUDA errors."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is 'cuda' but CUDA is not available; use cpu or auto")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def make_objective(cfg: Config) -> CPCObjective:
+    """CPCModel(cfg.model) + InfoNCE(cfg.loss) initialised from train.seed."""
+    torch.manual_seed(cfg.train.seed)
+    model = CPCModel(cfg.model)
+    loss = InfoNCE(cfg.loss, model.z_dim, model.c_dim)
+    return CPCObjective(model, loss, bf16=cfg.train.precision == "bf16")
+
+
+def warmup_factor(warmup_steps: int):
+    """LambdaLR factor: linear warm-up from 1/warmup_steps to 1 over warmup_steps steps."""
+
+    def factor(step: int) -> float:
+        if warmup_steps <= 0:
+            return 1.0
+        return min(1.0, (step + 1) / warmup_steps)
+
+    return factor
+
+
+# ----- checkpoints -----
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders (step-*) under out_dir/checkpoints, oldest first."""
+    folder = Path(out_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_NAME).is_file()
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_checkpoint(
+    out_dir: Path,
+    step: int,
+    objective: CPCObjective,
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+    cfg: Config,
+) -> Path:
+    """Write checkpoints/step-NNNNNNNN into a temporary folder, then rename it into place.
+
+    The folder is a model directory (config.json + model.safetensors, as save_pretrained writes
+    them) plus heads.safetensors (W_k), trainer.pt, config.yaml and meta.json.
+    """
+    folder = out_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / checkpoint_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{final.name}-"))
+    objective.model.save_pretrained(tmp)
+    heads = {k: v.detach().cpu().contiguous() for k, v in objective.loss.state_dict().items()}
+    save_file(heads, str(tmp / HEADS_NAME), metadata={"format": "pt"})
+    torch.save(trainer_state, tmp / TRAINER_NAME)
+    save_config(cfg, tmp / "config.yaml")
+    (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    for path in (tmp, *tmp.iterdir()):  # mkstemp/mkdtemp create private files; share them
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    if final.exists():  # the same step written again (e.g. a finished run resumed)
+        trash = Path(tempfile.mkdtemp(dir=folder, prefix=f".old-{final.name}-"))
+        os.replace(final, trash / final.name)
+        shutil.rmtree(trash)
+    os.replace(tmp, final)
+    return final
+
+
+def prune_checkpoints(out_dir: Path, keep_last: int, best: str) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints (0 keeps all); never the best."""
+    if keep_last <= 0:
+        return
+    checkpoints = list_checkpoints(out_dir)
+    for path in checkpoints[:-keep_last]:
+        if path.name != best:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _clean_temporaries(out_dir: Path) -> None:
+    folder = out_dir / "checkpoints"
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """trainer.pt, loaded with weights_only=True (plain tensors, dicts, lists, numbers)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise TrainingError(f"{path}: cannot load trainer state ({err})") from err
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved: Config, current: Config) -> list[str]:
+    """Dotted keys whose values differ, except those in RESUMABLE_CHANGES."""
+    a, b = _flatten(config_to_dict(saved)), _flatten(config_to_dict(current))
+    return sorted(
+        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES
+    )
+
+
+def _read_checkpoint_config(path: Path) -> Config:
+    with open(path / "config.yaml", encoding="utf-8") as f:
+        return config_from_dict(yaml.safe_load(f))
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----- logging -----
+class RunLog:
+    """log.jsonl + log.csv in out_dir (rank 0 only), and optional TensorBoard."""
+
+    def __init__(self, out_dir: Path, num_steps_k: int, tensorboard: bool, keep_until: int):
+        self.jsonl = out_dir / "log.jsonl"
+        self.csv = out_dir / "log.csv"
+        self.fields = (
+            ["step", "split", "loss"]
+            + [f"acc_k{k}" for k in range(1, num_steps_k + 1)]
+            + ["lr", "audio_seconds", "wall_seconds"]
+        )
+        records = []
+        if self.jsonl.is_file():  # resumed: keep only what the checkpoint covers
+            with open(self.jsonl, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        rec = json.loads(line)
+                        if rec["step"] <= keep_until:
+                            records.append(rec)
+        _atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".log.csv.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+        os.replace(tmp, self.csv)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ConfigError(
+                    "train.tensorboard is true but tensorboard is not installed; "
+                    "pip install 'cpcspeech[tensorboard]'"
+                ) from err
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        with open(self.csv, "a", encoding="utf-8", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(record)
+        if self.writer is not None:
+            split, step = record["split"], record["step"]
+            for key, value in record.items():
+                if key == "loss" or key.startswith("acc_k"):
+                    self.writer.add_scalar(f"{split}/{key}", value, step)
+            self.writer.add_scalar("train/lr", record["lr"], step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _record(
+    step: int, split: str, loss: float, accuracy: list[float], lr: float, audio: float, wall: float
+) -> dict[str, Any]:
+    rec: dict[str, Any] = {"step": step, "split": split, "loss": loss}
+    rec.update({f"acc_k{k}": a for k, a in enumerate(accuracy, 1)})
+    rec.update({"lr": lr, "audio_seconds": audio, "wall_seconds": wall})
+    return rec
+
+
+@torch.no_grad()
+def validate(
+    objective: CPCObjective, batches: list[WindowBatch], device: torch.device, seed: int
+) -> tuple[float, list[float]]:
+    """Mean loss and per-k accuracy over fixed batches, with fixed negatives per batch."""
+    was_training = objective.training
+    objective.eval()
+    losses, accs = [], []
+    for b, batch in enumerate(batches):
+        generator = torch.Generator(device=device)
+        generator.manual_seed(step_seed(seed, b, 0, stream=1))
+        loss, _, accuracy = objective(
+            batch.wav.to(device), batch.speakers.to(device), generator=generator
+        )
+        losses.append(float(loss))
+        accs.append(accuracy.float().cpu())
+    objective.train(was_training)
+    return float(np.mean(losses)), torch.stack(accs).mean(0).tolist()
+
+
+def _hardware(device: torch.device, world_size: int) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = (
+            f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        )
+    return f"{world_size} x {name}" if world_size > 1 else name
+
+
+# ----- the loop -----
+def train(cfg: Config, resume: bool = False, console: Console | None = None) -> TrainResult:
+    """Train CPC with ``cfg``; with ``resume`` continue from the latest checkpoint in out_dir.
+
+    Launched by ``torchrun`` (RANK/WORLD_SIZE set) it runs data-parallel: one batch of
+    ``data.batch_size`` windows per process, gradients averaged, only rank 0 writes.
+    """
+    console = console or Console(stderr=True)
+    rank, world_size, local_rank = rank_and_world()
+    device = resolve_device(cfg.train.device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+    say = console.print if is_main else (lambda *a, **k: None)
+    out_dir = Path(cfg.train.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- where to start ---
+    checkpoints = list_checkpoints(out_dir)
+    start_dir: Path | None = None
+    if resume and checkpoints:
+        start_dir = checkpoints[-1]
+        diff = config_differences(_read_checkpoint_config(start_dir), cfg)
+        if diff:
+            saved = _flatten(config_to_dict(_read_checkpoint_config(start_dir)))
+            now = _flatten(config_to_dict(cfg))
+            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+            raise TrainingError(
+                f"cannot resume {start_dir}: the config differs in {detail}; only "
+                f"{', '.join(RESUMABLE_CHANGES)} may change on resume"
+            )
+    elif resume:
+        say(f"[yellow]no checkpoint in {out_dir}/checkpoints; starting from step 0[/]")
+    elif checkpoints:
+        raise TrainingError(
+            f"{out_dir} already holds checkpoints (latest {checkpoints[-1].name}); pass --resume "
+            "to continue, or choose another train.out_dir"
+        )
+
+    # --- data ---
+    train_corpus = load_split(cfg.data, cfg.data.train_list, sample_rate=cfg.model.sample_rate)
+    check_batching(cfg.data, len(train_corpus.speaker_index))
+    valid_batches: list[WindowBatch] = []
+    if cfg.data.valid_list and cfg.train.valid_batches > 0:
+        valid_corpus = load_split(cfg.data, cfg.data.valid_list, sample_rate=cfg.model.sample_rate)
+        valid_batches = fixed_batches(
+            valid_corpus,
+            cfg.data.batch_size,
+            cfg.train.valid_batches,
+            cfg.data.seed + VALID_SEED_OFFSET,
+            cfg.data.speakers_per_batch,
+        )
+
+    # --- model, loss, optimiser ---
+    objective = make_objective(cfg).to(device)
+    optimizer = torch.optim.Adam(
+        objective.parameters(),
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(cfg.optim.warmup_steps))
+    step, epoch, batch_index = 0, 0, 0
+    audio_seconds, wall_seconds = 0.0, 0.0
+    acc_loss, acc_accuracy, acc_count = 0.0, [0.0] * cfg.loss.prediction_steps, 0
+    best_name, best_loss = "", math.inf
+    last_valid: float | None = None
+    valid_acc: list[float] = []
+    if start_dir is not None:
+        load_state_strict(
+            objective.model, load_file(str(start_dir / "model.safetensors")), str(start_dir)
+        )
+        load_state_strict(objective.loss, load_file(str(start_dir / HEADS_NAME)), str(start_dir))
+        state = load_trainer_state(start_dir / TRAINER_NAME)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
+        audio_seconds, wall_seconds = state["audio_seconds"], state["wall_seconds"]
+        acc_loss = state["accumulator"]["loss_sum"]
+        acc_accuracy = list(state["accumulator"]["accuracy_sum"])
+        acc_count = state["accumulator"]["count"]
+        best_name, best_loss = state["best"]["name"], state["best"]["valid_loss"]
+        last_valid = state["best"]["last_valid_loss"]
+    model_for_step: nn.Module = objective
+    if world_size > 1:
+        model_for_step = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    objective.train()
+
+    sampler = WindowSampler(
+        train_corpus,
+        cfg.data.batch_size,
+        cfg.data.speakers_per_batch,
+        cfg.data.seed,
+        rank,
+        world_size,
+        epoch,
+        batch_index,
+    )
+    stats = corpus_stats(train_corpus, sampler)
+    if is_main:
+        _clean_temporaries(out_dir)
+        save_config(cfg, out_dir / "config.yaml")
+        say(f"outputs -> {out_dir} (config.yaml, log.jsonl, log.csv, checkpoints/)")
+        say(
+            f"train: {stats.num_utterances} utterances, {stats.num_speakers} speakers, "
+            f"{stats.hours:.2f} h; {stats.num_short} shorter than {cfg.data.window} samples "
+            f"({stats.short_policy}ped); {stats.windows_per_epoch} windows and "
+            f"{stats.batches_per_epoch} batches of {cfg.data.batch_size} per process per epoch"
+            f"; valid: {len(valid_batches)} fixed batches; device {device}, world {world_size}"
+        )
+        if start_dir is not None:
+            say(f"resuming from {start_dir.name} (epoch {epoch}, batch {batch_index})")
+    run_log = (
+        RunLog(out_dir, cfg.loss.prediction_steps, cfg.train.tensorboard, step) if is_main else None
+    )
+
+    seconds_per_batch = cfg.data.batch_size * cfg.data.window / cfg.model.sample_rate
+    session_start, session_audio = time.perf_counter(), 0.0
+    wall_at_start = wall_seconds
+    train_loss = math.nan
+    progress = None
+    if is_main and console.is_terminal and step < cfg.train.max_steps:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        task = progress.add_task("train", total=cfg.train.max_steps, completed=step, info="")
+        progress.start()
+    loader = make_loader(train_corpus, sampler, cfg.data.num_workers)
+    try:
+        for batch in loader if step < cfg.train.max_steps else []:
+            step += 1
+            wav = batch.wav.to(device, non_blocking=True)
+            speakers = batch.speakers.to(device, non_blocking=True)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(step_seed(cfg.train.seed, step, rank))
+            loss, _, accuracy = model_for_step(wav, speakers, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            epoch, batch_index = batch.epoch, batch.batch_index + 1
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingError(
+                    f"step {step}: the loss is {loss_value}; lower optim.lr, add "
+                    "optim.warmup_steps or optim.grad_clip"
+                )
+            acc_loss += loss_value
+            acc_accuracy = [a + float(b) for a, b in zip(acc_accuracy, accuracy, strict=True)]
+            acc_count += 1
+            audio_seconds += seconds_per_batch * world_size
+            session_audio += seconds_per_batch * world_size
+            wall_seconds = wall_at_start + time.perf_counter() - session_start
+            speed = session_audio / max(time.perf_counter() - session_start, 1e-9)
+
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                sums = torch.tensor(
+                    [acc_loss, *acc_accuracy, float(acc_count)], dtype=torch.float64
+                )
+                if world_size > 1:
+                    sums = sums.to(device)
+                    dist.all_reduce(sums)
+                    sums = sums.cpu()
+                count = float(sums[-1])
+                train_loss = float(sums[0]) / count
+                mean_acc = (sums[1:-1] / count).tolist()
+                acc_loss, acc_accuracy, acc_count = 0.0, [0.0] * len(acc_accuracy), 0
+                if run_log is not None:
+                    run_log.write(
+                        _record(
+                            step, "train", train_loss, mean_acc, lr, audio_seconds, wall_seconds
+                        )
+                    )
+                    line = (
+                        f"step {step}/{cfg.train.max_steps}  loss {train_loss:.4f}  "
+                        f"acc_k1 {mean_acc[0]:.3f}  acc_k{len(mean_acc)} {mean_acc[-1]:.3f}  "
+                        f"lr {lr:.2e}  {speed:.1f} audio-s/s"
+                    )
+                    if progress is not None:
+                        progress.update(task, completed=step, info=line.split("  ", 1)[1])
+                    else:
+                        console.print(line, highlight=False)
+            elif progress is not None:
+                progress.update(task, completed=step)
+
+            is_checkpoint = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
+            if is_main and valid_batches and (step % cfg.train.valid_every == 0 or is_checkpoint):
+                last_valid, valid_acc = validate(
+                    objective, valid_batches, device, cfg.train.seed + VALID_SEED_OFFSET
+                )
+                run_log.write(  # type: ignore[union-attr]  (is_main implies run_log)
+                    _record(step, "valid", last_valid, valid_acc, lr, audio_seconds, wall_seconds)
+                )
+                console.print(
+                    f"step {step}  valid loss {last_valid:.4f}  "
+                    + " ".join(f"k{k}:{a:.2f}" for k, a in enumerate(valid_acc, 1)),
+                    highlight=False,
+                )
+            if is_checkpoint and is_main:
+                name = checkpoint_name(step)
+                if last_valid is not None and last_valid < best_loss:
+                    best_name, best_loss = name, last_valid
+                trainer_state = {
+                    "format_version": TRAINER_FORMAT,
+                    "step": step,
+                    "epoch": epoch,
+                    "batch_index": batch_index,
+                    "audio_seconds": audio_seconds,
+                    "wall_seconds": wall_seconds,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                    "accumulator": {
+                        "loss_sum": acc_loss,
+                        "accuracy_sum": list(acc_accuracy),
+                        "count": acc_count,
+                    },
+                    "best": {
+                        "name": best_name,
+                        "valid_loss": best_loss,
+                        "last_valid_loss": last_valid,
+                    },
+                }
+                meta = {
+                    "step": step,
+                    "audio_seconds": audio_seconds,
+                    "wall_seconds": wall_seconds,
+                    "hardware": _hardware(device, world_size),
+                    "valid_loss": last_valid,
+                    "valid_accuracy": valid_acc,
+                    "train_loss": train_loss,
+                }
+                write_checkpoint(out_dir, step, objective, trainer_state, meta, cfg)
+                if best_name:
+                    _atomic_write_text(out_dir / "checkpoints" / BEST_NAME, best_name + "\n")
+                prune_checkpoints(out_dir, cfg.train.keep_last, best_name)
+            if step >= cfg.train.max_steps:
+                break
+    finally:
+        if progress is not None:
+            progress.stop()
+        if run_log is not None:
+            run_log.close()
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return TrainResult(
+        out_dir=out_dir,
+        step=step,
+        train_loss=train_loss,
+        valid_loss=last_valid,
+        best_checkpoint=best_name,
+        audio_seconds=audio_seconds,
+        wall_seconds=wall_seconds,
+        is_main=is_main,
+    )

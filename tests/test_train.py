@@ -1,0 +1,257 @@
+"""Training: learning happens, checkpoints load, kill -9 + --resume repeats the same losses, DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cpcspeech.config import load_config
+from cpcspeech.errors import CPCSpeechError
+from cpcspeech.model import CPCModel
+from cpcspeech.train import (
+    TrainingError,
+    list_checkpoints,
+    load_trainer_state,
+    make_objective,
+    step_seed,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"
+SPEECHOCEAN = REPO / "recipes" / "speechocean762" / "conf.yaml"
+SHARED_DATA = REPO.parent / "shared" / "data" / "speechocean762-train"
+
+
+def make_audio(root: Path, speakers: int, utts: int, lengths: tuple[int, int], seed: int = 0):
+    """Plain folder SPEAKER/UTT.flac of chirps with harmonics: predictable, distinct per file."""
+    rng = np.random.default_rng(seed)
+    for s in range(speakers):
+        (root / f"spk{s}").mkdir(parents=True, exist_ok=True)
+        for u in range(utts):
+            n = int(rng.integers(lengths[0], lengths[1] + 1))
+            t = np.arange(n) / 16000
+            f0 = 120 + 40 * s + 15 * u
+            phase = 2 * np.pi * (f0 * t + 200 * t**2)
+            x = 0.3 * np.sin(phase) + 0.15 * np.sin(3 * phase) + 0.005 * rng.standard_normal(n)
+            sf.write(root / f"spk{s}" / f"s{s}u{u}.flac", x.astype(np.float32), 16000)
+    return root
+
+
+def smoke_config(tmp_path: Path, data: Path, *overrides: str):
+    return load_config(
+        SMOKE, [f"data.root={data}", f"train.out_dir={tmp_path / 'run'}", *overrides]
+    )
+
+
+def read_log(out_dir: Path, split: str = "train") -> list[dict]:
+    lines = (out_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def test_smoke_overfits_one_fixed_batch(tmp_path):
+    """Four utterances of exactly one window, batch 4: every step sees the same windows."""
+    data = make_audio(tmp_path / "audio", speakers=2, utts=2, lengths=(2560, 2560))
+    cfg = smoke_config(tmp_path, data, "train.max_steps=40", "train.log_every=10")
+    result = train(cfg)
+    losses = [r["loss"] for r in read_log(result.out_dir)]
+    chance = math.log(1 + cfg.loss.num_negatives)
+    assert losses[0] > 0.8 * chance
+    assert losses[-1] < 0.5 * chance, losses
+
+
+def test_checkpoint_layout_and_loading(tmp_path):
+    data = make_audio(tmp_path / "audio", speakers=3, utts=2, lengths=(3000, 6000))
+    cfg = smoke_config(
+        tmp_path,
+        data,
+        f"data.valid_list={tmp_path / 'valid.txt'}",
+        "train.max_steps=6",
+        "train.checkpoint_every=2",
+        "train.valid_every=2",
+        "train.keep_last=1",
+    )
+    (tmp_path / "valid.txt").write_text("s0u0\ns1u1\ns2u0\n")
+    result = train(cfg)
+    out = result.out_dir
+    assert (out / "config.yaml").is_file() and (out / "log.csv").is_file()
+    checkpoints = list_checkpoints(out)
+    best = (out / "checkpoints" / "best.txt").read_text().strip()
+    assert checkpoints[-1].name == "step-00000006"
+    assert {p.name for p in checkpoints} == {best, "step-00000006"}  # keep_last=1 plus the best
+    folder = checkpoints[-1]
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "heads.safetensors",
+        "trainer.pt",
+        "meta.json",
+    ):
+        assert (folder / name).is_file(), name
+    model = CPCModel.from_pretrained(folder)
+    assert model.config == cfg.model
+    state = load_trainer_state(folder / "trainer.pt")
+    assert state["step"] == 6
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["step"] == 6 and len(meta["valid_accuracy"]) == cfg.loss.prediction_steps
+    assert len(read_log(out, "valid")) == 3
+    # A second run into the same folder must not overwrite it silently.
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg)
+    # Resuming with another model is an error that names the key.
+    changed = smoke_config(
+        tmp_path, data, f"data.valid_list={tmp_path / 'valid.txt'}", "model.context_dim=16"
+    )
+    with pytest.raises(CPCSpeechError, match="model.context_dim"):
+        train(changed, resume=True)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cpcspeech", "train", *args]
+
+
+def test_kill_and_resume_repeats_the_losses(tmp_path):
+    """SIGKILL after a checkpoint, then --resume: every logged loss equals an uninterrupted run."""
+    data = make_audio(tmp_path / "audio", speakers=3, utts=3, lengths=(3000, 9000))
+    (tmp_path / "valid.txt").write_text("s0u1\ns2u2\n")
+    common = [
+        f"data.root={data}",
+        f"data.valid_list={tmp_path / 'valid.txt'}",
+        "train.max_steps=16",
+        "train.checkpoint_every=4",
+        "train.valid_every=4",
+        "train.log_every=1",
+    ]
+    reference = train(load_config(SMOKE, [*common, f"train.out_dir={tmp_path / 'ref'}"]))
+
+    killed = tmp_path / "killed"
+    sets = [x for item in [*common, f"train.out_dir={killed}"] for x in ("--set", item)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        _cli(str(SMOKE), *sets),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            log = killed / "log.jsonl"
+            steps = (
+                [json.loads(x)["step"] for x in log.read_text().splitlines()]
+                if log.is_file()
+                else []
+            )
+            if list_checkpoints(killed) and steps and max(steps) >= 6:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    last = list_checkpoints(killed)[-1].name
+    assert last != "step-00000016"
+
+    subprocess.run(
+        _cli(str(SMOKE), *sets, "--resume"), env=env, cwd=REPO, check=True, capture_output=True
+    )
+    for split in ("train", "valid"):
+        got, want = read_log(killed, split), read_log(reference.out_dir, split)
+        assert [r["step"] for r in got] == [r["step"] for r in want]
+        for a, b in zip(got, want, strict=True):
+            keys = [k for k in a if k == "loss" or k.startswith("acc_k") or k == "lr"]
+            np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], rtol=1e-5)
+    a = CPCModel.from_pretrained(list_checkpoints(killed)[-1]).state_dict()
+    b = CPCModel.from_pretrained(list_checkpoints(reference.out_dir)[-1]).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg, wav, speakers, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    objective = make_objective(cfg)
+    ddp = torch.nn.parallel.DistributedDataParallel(objective)
+    half = wav.shape[0] // world
+    rows = slice(rank * half, (rank + 1) * half)
+    generator = torch.Generator().manual_seed(step_seed(cfg.train.seed, 1, rank))
+    loss, _, _ = ddp(wav[rows], speakers[rows], generator)
+    loss.backward()
+    if rank == 0:
+        torch.save({k: p.grad for k, p in objective.named_parameters()}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    """Two gloo processes, 2 windows each, give the gradients of one process on all 4 windows.
+
+    Each rank draws its negatives from its own half only (paper 3.1: per-GPU minibatch), so the
+    single-process reference is not the loss of the 4-window batch but the mean of the two
+    half-batch losses, each with the negatives' generator that rank uses (step_seed(seed, 1,
+    rank)); DDP averages gradients, so the two must agree.
+    """
+    cfg = load_config(SMOKE, ["data.root=/unused"])
+    torch.manual_seed(1)
+    wav = torch.randn(4, cfg.data.window) * 0.1
+    speakers = torch.tensor([0, 1, 2, 3])
+    port = 29500 + os.getpid() % 1000
+    out = str(tmp_path / "grads.pt")
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, port, cfg, wav, speakers, out), nprocs=2, join=True
+    )
+    ddp_grads = torch.load(out, weights_only=True)
+
+    objective = make_objective(cfg)
+    total = 0.0
+    for rank in range(2):
+        generator = torch.Generator().manual_seed(step_seed(cfg.train.seed, 1, rank))
+        rows = slice(rank * 2, rank * 2 + 2)
+        loss, _, _ = objective(wav[rows], speakers[rows], generator)
+        total = total + loss / 2
+    total.backward()
+    for name, param in objective.named_parameters():
+        torch.testing.assert_close(ddp_grads[name], param.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_speechocean762_config_indexes_real_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data absent: {SHARED_DATA}")
+    from cpcspeech.data import WindowSampler, load_split, make_loader
+
+    cfg = load_config(SPEECHOCEAN)
+    corpus = load_split(cfg.data, cfg.data.train_list)
+    assert len(corpus.utterances) + corpus.num_short == 1500
+    assert len(corpus.speaker_index) == 125
+    batch = next(iter(make_loader(corpus, WindowSampler(corpus, cfg.data.batch_size))))
+    assert batch.wav.shape == (cfg.data.batch_size, cfg.data.window)
+    assert batch.wav.abs().max() > 0
+
+
+@pytest.mark.slow
+def test_speechocean762_config_trains_on_real_data(tmp_path):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data absent: {SHARED_DATA}")
+    cfg = load_config(
+        SPEECHOCEAN,
+        [
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.max_steps=3",
+            "train.valid_batches=1",
+            "train.log_every=1",
+            "train.device=cpu",
+        ],
+    )
+    result = train(cfg)
+    assert result.step == 3 and math.isfinite(result.train_loss)
+    assert result.valid_loss is not None and math.isfinite(result.valid_loss)
+    assert list_checkpoints(result.out_dir)[-1].name == "step-00000003"
