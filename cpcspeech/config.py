@@ -110,7 +110,11 @@ class OptimConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up of the learning rate over this many updates
+    # The W_k heads' learning rate; 0 means the same as ``lr``. A larger head rate with a slow
+    # warm-up of the encoder + GRU shortens the initial plateau (recipes/speechocean762).
+    head_lr: float = 0.0
+    warmup_heads: bool = True  # False: the heads start at full rate, only the model warms up
     grad_clip: float = 0.0  # 0 disables clipping
 
 

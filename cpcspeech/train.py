@@ -26,7 +26,7 @@ from rich.console import Console
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from cpcspeech.config import Config, config_from_dict, config_to_dict, save_config
+from cpcspeech.config import Config, OptimConfig, config_from_dict, config_to_dict, save_config
 from cpcspeech.data import (
     WindowBatch,
     WindowSampler,
@@ -125,6 +125,29 @@ def make_objective(cfg: Config) -> CPCObjective:
     model = CPCModel(cfg.model)
     loss = InfoNCE(cfg.loss, model.z_dim, model.c_dim)
     return CPCObjective(model, loss, bf16=cfg.train.precision == "bf16")
+
+
+def make_optimizer(
+    optim: OptimConfig, objective: CPCObjective
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam with two parameter groups, the model (encoder + GRU) and the W_k heads.
+
+    Group 0 is the model at ``optim.lr`` with the warm-up; group 1 is the heads at
+    ``optim.head_lr`` (or ``lr``), warmed up only if ``optim.warmup_heads``.
+    """
+    head_lr = optim.head_lr if optim.head_lr > 0 else optim.lr
+    optimizer = torch.optim.Adam(
+        [
+            {"params": list(objective.model.parameters()), "lr": optim.lr},
+            {"params": list(objective.loss.parameters()), "lr": head_lr},
+        ],
+        betas=optim.betas,
+        weight_decay=optim.weight_decay,
+    )
+    model_factor = warmup_factor(optim.warmup_steps)
+    head_factor = model_factor if optim.warmup_heads else warmup_factor(0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [model_factor, head_factor])
+    return optimizer, scheduler
 
 
 def warmup_factor(warmup_steps: int):
@@ -416,13 +439,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
 
     # --- model, loss, optimiser ---
     objective = make_objective(cfg).to(device)
-    optimizer = torch.optim.Adam(
-        objective.parameters(),
-        lr=cfg.optim.lr,
-        betas=cfg.optim.betas,
-        weight_decay=cfg.optim.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_factor(cfg.optim.warmup_steps))
+    optimizer, scheduler = make_optimizer(cfg.optim, objective)
     step, epoch, batch_index = 0, 0, 0
     audio_seconds, wall_seconds = 0.0, 0.0
     acc_loss, acc_accuracy, acc_count = 0.0, [0.0] * cfg.loss.prediction_steps, 0
