@@ -7,4 +7,12 @@ from cpcspeech.model import CPCModel
 
 __version__ = "0.1.0"
 
-__all__ = ["CPCModel", "CPCSpeechError", "Config", "ModelConfig", "__version__", "load_audio", "load_config"]
+__all__ = [
+    "CPCModel",
+    "CPCSpeechError",
+    "Config",
+    "ModelConfig",
+    "__version__",
+    "load_audio",
+    "load_config",
+]

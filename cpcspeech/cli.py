@@ -3,6 +3,7 @@
 This is the only module that imports typer. It holds no logic of its own.
 """
 
+import signal
 import sys
 from typing import NoReturn
 
@@ -35,12 +36,301 @@ def run_guarded(fn, *args, **kwargs):
         fail(err)
 
 
+def _terminate(signum: int, frame: object) -> NoReturn:
+    # SIGTERM (kill, timeout, a batch scheduler) unwinds like Ctrl-C, so the library's cleanup
+    # of temporary outputs runs and no half-written file is left looking complete.
+    raise SystemExit(128 + signum)
+
+
 @app.callback()
 def _root() -> None:
     """Contrastive Predictive Coding for speech: extract, train, probe, plot."""
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 # Commands are added below, one block per command, each a thin wrapper over the library.
+
+
+@app.command()
+def extract(
+    inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
+        ..., help="Audio files, directories (searched recursively) or Kaldi wav.scp files."
+    ),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
+        "num_frames, seconds, status, id). A directory (existing or ending in '/'): one "
+        "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy).",
+    ),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+    ),
+    layer: str = typer.Option("c", "--layer", help="c: context c_t (D=256); z: encoder z_t (512)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --model random."),
+    skip_errors: bool = typer.Option(
+        False, "--skip-errors", help="Skip bad files (listed in the index), exit 1 at the end."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    chunk_seconds: float = typer.Option(
+        20.0, "--chunk-seconds", help="Audio per forward chunk; bounds memory, same features."
+    ),
+) -> None:
+    """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
+
+    Frame timing: frame t starts at sample 160*t (t*10 ms) and covers 10 ms;
+    an utterance of N samples gives (N+1)//160 frames.
+    """
+    from cpcspeech.extract import extract_features, load_model_for_cli
+
+    cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
+    typer.echo(f"weights: {weights}")
+    summary = run_guarded(
+        extract_features,
+        cpc_model,
+        inputs,
+        out,
+        layer=layer,
+        device=device,
+        skip_errors=skip_errors,
+        progress=not quiet and sys.stdout.isatty(),
+        chunk_seconds=chunk_seconds,
+    )
+    ok, skipped = summary.ok, summary.skipped
+    if summary.index is not None:
+        typer.echo(
+            f"wrote {summary.out}: ({summary.total_frames}, {summary.dim}) float32, "
+            f"layer {summary.layer}, {len(ok)} files; index {summary.index}"
+        )
+    else:
+        typer.echo(
+            f"wrote {len(ok)} files under {summary.out}: (T, {summary.dim}) float32 each, "
+            f"layer {summary.layer}, {summary.total_frames} frames in all"
+        )
+    typer.echo(
+        f"speed: {summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s on "
+        f"{summary.device} ({summary.speed:.1f}x real time)"
+    )
+    if skipped:
+        for result in skipped:
+            console.print(f"{result.input.path}: {result.status}", highlight=False, markup=False)
+        console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
+        raise typer.Exit(1)
+
+
+@app.command("tsne")
+def tsne(
+    data: str = typer.Option(
+        ..., "--data", help="LibriSpeech tree, Kaldi data dir (wav.scp + utt2spk) or plain folder."
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+    ),
+    out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
+    speakers: int = typer.Option(10, "--speakers", help="First N speakers in sorted order."),
+    utts_per_speaker: int | None = typer.Option(
+        None, "--utts-per-speaker", help="At most this many utterances per speaker (default all)."
+    ),
+    utt_list: str | None = typer.Option(
+        None, "--list", help="Only the utterance ids in this file (first token per line)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="t-SNE random_state (and the seed of 'random')."),
+    perplexity: float | None = typer.Option(
+        None, "--perplexity", help="t-SNE perplexity (default min(30, (n-1)/3))."
+    ),
+) -> None:
+    """Paper Figure 2: t-SNE of per-utterance mean c_t, coloured by speaker."""
+    from cpcspeech.corpus import find_utterances
+    from cpcspeech.extract import load_model_for_cli
+    from cpcspeech.plots import speaker_tsne
+
+    utterances = run_guarded(find_utterances, data, utt_list)
+    cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
+    embedding, labels = run_guarded(
+        speaker_tsne,
+        cpc_model,
+        utterances,
+        out,
+        max_speakers=speakers,
+        max_utts_per_speaker=utts_per_speaker,
+        seed=seed,
+        perplexity=perplexity,
+        progress=sys.stderr.isatty(),
+        weights=weights,
+    )
+    typer.echo(
+        f"wrote {out}: {embedding.shape[0]} utterances of {len(set(labels))} speakers "
+        f"(weights: {weights})"
+    )
+
+
+@app.command("plot-steps")
+def plot_steps(
+    source: str = typer.Argument(
+        ..., help="log.jsonl, log.csv, a run folder, or a checkpoint folder / its meta.json."
+    ),
+    out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
+) -> None:
+    """Paper Figure 3: InfoNCE prediction accuracy against the step k."""
+    from cpcspeech.plots import plot_prediction_steps
+
+    accuracy = run_guarded(plot_prediction_steps, source, out)
+    values = " ".join(f"{a:.3f}" for a in accuracy)
+    typer.echo(f"wrote {out}: accuracy for k=1..{len(accuracy)}: {values}")
+
+
+@app.command("train")
+def train_command(
+    conf: str = typer.Argument(..., help="YAML config, e.g. recipes/speechocean762/conf.yaml."),
+    overrides: list[str] | None = typer.Option(  # noqa: B008 (typer's declaration idiom)
+        None, "--set", help="Override one value: section.key=value (repeatable)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint in train.out_dir."
+    ),
+) -> None:
+    """Train CPC (paper section 3.1). Under torchrun, one process per GPU (DDP)."""
+    from cpcspeech.config import load_config
+    from cpcspeech.train import train
+
+    cfg = run_guarded(load_config, conf, overrides or [])
+    result = run_guarded(train, cfg, resume=resume, console=console)
+    if result.is_main:
+        valid = "n/a" if result.valid_loss is None else f"{result.valid_loss:.4f}"
+        typer.echo(
+            f"done: step {result.step}, train loss {result.train_loss:.4f}, valid loss {valid}; "
+            f"{result.audio_seconds / 3600:.2f} h of audio in {result.wall_seconds / 60:.1f} min; "
+            f"checkpoints in {result.out_dir / 'checkpoints'} "
+            f"(best: {result.best_checkpoint or '-'})"
+        )
+
+
+@app.command("download")
+def download_command(
+    repo: str = typer.Argument(..., help="Hub repo id org/name, optionally org/name@revision."),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Branch, tag or commit (same as the @revision suffix)."
+    ),
+) -> None:
+    """Fetch a Hub model (config.json, model.safetensors, README.md) into the HF cache.
+
+    Prints the local folder. Later loads of REPO then work offline (HF_HUB_OFFLINE=1).
+    """
+    from cpcspeech.pretrained import download_model
+
+    source = run_guarded(download_model, repo, revision)
+    console.print(f"cached: {source.describe()}", highlight=False, markup=False)
+    typer.echo(str(source.directory))
+
+
+@app.command("export")
+def export_command(
+    checkpoint: str = typer.Argument(
+        ..., help="Checkpoint folder, or a run folder (its best, else latest, checkpoint)."
+    ),
+    out_dir: str = typer.Argument(..., help="New model directory to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
+) -> None:
+    """Write a model directory (config.json, model.safetensors, README.md) from a checkpoint."""
+    from cpcspeech.export import export_model
+
+    result = run_guarded(export_model, checkpoint, out_dir, overwrite=overwrite)
+    typer.echo(
+        f"wrote {result.out_dir}: config.json, model.safetensors (sha256 {result.sha256[:12]}...), "
+        f"README.md; from {result.source.describe()}"
+    )
+
+
+@app.command("push")
+def push_command(
+    out_dir: str = typer.Argument(..., help="A model directory written by `cpcspeech export`."),
+    repo: str = typer.Argument(..., help="Hub repo id org/name (created if missing)."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch to push to."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+    message: str | None = typer.Option(None, "--message", help="Commit message."),
+) -> None:
+    """Upload an exported model directory to the Hugging Face Hub (maintainers; needs a token)."""
+    from cpcspeech.export import push_model
+
+    url = run_guarded(
+        push_model, out_dir, repo, revision=revision, private=private, commit_message=message
+    )
+    typer.echo(f"pushed {out_dir} to {repo}: {url}")
+
+
+@app.command("probe")
+def probe(
+    task: str | None = typer.Argument(
+        None, help="phone or speaker (omit with --table, which runs both)."
+    ),
+    data: str = typer.Option(
+        ..., "--data", help="Kaldi data dir / corpus root, or a training config YAML (data.root)."
+    ),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
+    ),
+    model: str = typer.Option(
+        "mfcc", "--model", "-m", help="Model directory / checkpoint, 'random' or 'mfcc'."
+    ),
+    table: bool = typer.Option(
+        False, "--table", help="Run Table 1: random, mfcc (+ --model if a CPC model), both tasks."
+    ),
+    out: str | None = typer.Option(None, "--out", "-o", help="Folder for the JSON / table."),
+    label_format: str | None = typer.Option(
+        None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
+    ),
+    phones: str | None = typer.Option(
+        None, "--phones", help="SYMBOL ID table (default: phones.txt beside --labels)."
+    ),
+    train_list: str | None = typer.Option(
+        None, "--train-list", help="Default: train_split.txt in the data dir."
+    ),
+    test_list: str | None = typer.Option(
+        None, "--test-list", help="Default: test_split.txt in the data dir."
+    ),
+    layer: str = typer.Option("c", "--layer", help="c (context, paper) or z (encoder)."),
+    hidden: int = typer.Option(0, "--hidden", help="0: linear probe; >0: one-hidden-layer MLP."),
+    epochs: int = typer.Option(10, "--epochs", help="Probe training epochs (Adam, cosine lr)."),
+    speaker_mode: str = typer.Option(
+        "frame", "--speaker-mode", help="frame (paper) or utterance (mean feature per utterance)."
+    ),
+    supervised_steps: int = typer.Option(
+        0, "--supervised-steps", help="With --table: train the supervised row for N steps."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
+    from cpcspeech.probes import SupervisedBudget, run_probe, run_table
+
+    common = dict(
+        train_list=train_list, test_list=test_list, label_format=label_format, phones=phones,
+        layer=layer, hidden=hidden, epochs=epochs, speaker_mode=speaker_mode, seed=seed,
+        device=device, progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    if table:
+        if labels is None:
+            fail(ValueError("--table needs --labels (phone labels)"))
+        spec = None if model in ("mfcc", "random") else model
+        budget = SupervisedBudget(steps=supervised_steps) if supervised_steps > 0 else None
+        results, markdown = run_guarded(
+            run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
+            **common,
+        )  # fmt: skip
+        typer.echo(markdown, nl=False)
+        typer.echo(f"wrote {out or 'probe-table'}/table.md and table.json")
+        return
+    if task is None:
+        fail(ValueError("give a task (phone or speaker) or --table"))
+    result = run_guarded(run_probe, task, data, labels, model, out_dir=out, **common)
+    typer.echo(
+        f"{result.task} accuracy {100 * result.accuracy:.1f}% ({result.method}, "
+        f"{result.n_classes} classes, {result.n_train_frames} train / {result.n_test_frames} "
+        f"test samples, {result.seconds:.0f} s)"
+    )
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m cpcspeech`

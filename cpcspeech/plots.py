@@ -174,8 +174,7 @@ def speaker_tsne(
         perplexity = auto_perplexity(n)
     elif not (0 < perplexity < n) or not math.isfinite(perplexity):
         raise CPCSpeechError(
-            f"t-SNE perplexity: expected a value in (0, {n}) for {n} utterances, "
-            f"found {perplexity}"
+            f"t-SNE perplexity: expected a value in (0, {n}) for {n} utterances, found {perplexity}"
         )
     _new_figure(1, 1)  # fail on a missing matplotlib before the slow feature pass
     features = utterance_means(model, chosen, progress=progress)  # (U, c_dim)

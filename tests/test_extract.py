@@ -281,3 +281,30 @@ def test_real_speech_subset(tmp_path):
 @pytest.mark.slow
 def test_real_speech_full_folder(tmp_path):
     run_real(tmp_path, num_lines=None)
+
+
+def test_sigterm_leaves_no_output(tmp_path):
+    """A run stopped by SIGTERM (kill, timeout, a scheduler) removes its temporary outputs."""
+    import signal
+    import time
+
+    src = tmp_path / "long"
+    src.mkdir()
+    for i in range(12):
+        noise(src / f"f{i:02d}.wav", 16000, 20.0, seed=i)
+    out = tmp_path / "feats.npy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cpcspeech", "extract", str(src), "--out", str(out)]
+        + ["--model", "random", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".feats.npy*")) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"extract finished before it could be stopped: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long"]
