@@ -77,6 +77,12 @@ def extract(
     chunk_seconds: float = typer.Option(
         20.0, "--chunk-seconds", help="Audio per forward chunk; bounds memory, same features."
     ),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
+        "~5e-4 on c, see README).",
+    ),
 ) -> None:
     """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
 
@@ -97,6 +103,7 @@ def extract(
         skip_errors=skip_errors,
         progress=not quiet and sys.stdout.isatty(),
         chunk_seconds=chunk_seconds,
+        precision=precision,
     )
     ok, skipped = summary.ok, summary.skipped
     if summary.index is not None:

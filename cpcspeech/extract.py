@@ -358,6 +358,7 @@ def extract_features(
     skip_errors: bool = False,
     progress: bool = False,
     chunk_seconds: float = 20.0,
+    precision: str = "fp32",
 ) -> ExtractSummary:
     """Extract features for every input and write them atomically.
 
@@ -372,6 +373,7 @@ def extract_features(
         skip_errors: on a bad file, record it as skipped and go on instead of stopping.
         progress: show a rich progress bar (files, audio seconds, x real time) on stderr.
         chunk_seconds: audio per forward chunk; bounds memory, never changes the features.
+        precision: "fp32" (exact) or "bf16" (encoder matmuls in bf16; see CPCModel.extract).
 
     Raises:
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
@@ -379,6 +381,8 @@ def extract_features(
     """
     if layer not in LAYERS:
         raise CPCSpeechError(f"layer: expected one of {LAYERS}, found {layer!r}")
+    if precision not in ("fp32", "bf16"):
+        raise CPCSpeechError(f"precision: expected 'fp32' or 'bf16', found {precision!r}")
     if not chunk_seconds > 0:
         raise CPCSpeechError(f"chunk_seconds: expected > 0, found {chunk_seconds}")
     mode = _output_mode(out)
@@ -442,7 +446,10 @@ def extract_features(
                         results[i] = FileResult(item, first_row, 0, info.seconds, status)
                     else:
                         feats = model.extract(
-                            torch.from_numpy(wav), layer=layer, chunk_seconds=chunk_seconds
+                            torch.from_numpy(wav),
+                            layer=layer,
+                            chunk_seconds=chunk_seconds,
+                            precision=precision,
                         )  # (T, D)
                         feats = feats.to("cpu", torch.float32).numpy()
                         result = FileResult(item, 0, feats.shape[0], info.seconds, "ok")

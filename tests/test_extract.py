@@ -308,3 +308,19 @@ def test_sigterm_leaves_no_output(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long"]
+
+
+def test_bf16_precision_is_close_to_fp32(tmp_path, audio_dir):
+    fp32, bf16 = tmp_path / "fp32.npy", tmp_path / "bf16.npy"
+    for out, precision in ((fp32, "fp32"), (bf16, "bf16")):
+        args = [str(audio_dir), "--out", str(out), "--model", "random", "--precision", precision]
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+    a, b = np.load(fp32), np.load(bf16)
+    assert a.shape == b.shape and b.dtype == np.float32
+    rel = np.abs(a - b).max() / np.abs(a).max()
+    assert rel < 2e-2, rel
+    result = invoke(
+        str(audio_dir), "--out", str(tmp_path / "x.npy"), "--model", "random", "--precision", "bf8"
+    )
+    assert result.exit_code == 2 and "bf8" in result.output
