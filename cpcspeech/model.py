@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -217,7 +218,7 @@ class CPCModel(nn.Module):
     @torch.no_grad()
     def extract(
         self,
-        wav: Tensor,
+        wav: "Tensor | np.ndarray",
         layer: str = "c",
         chunk_seconds: float = 20.0,
         precision: str = "fp32",
@@ -225,7 +226,8 @@ class CPCModel(nn.Module):
         """Features of one utterance, computed in chunks with the recurrent state carried across.
 
         Args:
-            wav: (N,) float32 samples at ``sample_rate`` (or (1, N)).
+            wav: (N,) float32 samples at ``sample_rate`` (or (1, N)); a torch tensor or a numpy
+                array such as :func:`cpcspeech.load_audio` returns.
             layer: "c" for context vectors c_t or "z" for encoder outputs z_t.
             chunk_seconds: audio per chunk; bounds peak memory and does not change the result
                 (beyond float rounding, < 1e-5).
@@ -247,6 +249,8 @@ class CPCModel(nn.Module):
             raise ValueError(f"Expected precision 'fp32' or 'bf16'. Found: {precision!r}")
         if not chunk_seconds > 0:
             raise ValueError(f"Expected chunk_seconds > 0. Found: {chunk_seconds}")
+        if isinstance(wav, np.ndarray):
+            wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         if wav.dim() == 2 and wav.shape[0] == 1:
             wav = wav[0]
         if wav.dim() != 1:

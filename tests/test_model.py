@@ -312,3 +312,15 @@ def test_one_hour_chunked_bounded_memory(tmp_path: Path) -> None:
     reference = model.extract(wav, chunk_seconds=7.3)
     assert reference.shape == (360_000, 256)
     torch.testing.assert_close(torch.from_numpy(np.load(out)), reference, rtol=0, atol=1e-4)
+
+
+def test_extract_accepts_numpy_from_load_audio():
+    """The documented API: model.extract(cpcspeech.load_audio(path)) with a numpy array."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = CPCModel().eval()
+    wav = np.random.default_rng(0).normal(0, 0.1, 4000).astype(np.float32)
+    out = model.extract(wav)
+    assert out.shape == (model.num_frames(4000), 256)
+    torch.testing.assert_close(out, model.extract(torch.from_numpy(wav)))
