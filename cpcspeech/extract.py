@@ -18,6 +18,7 @@ import torch
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.model import CPCModel
+from cpcspeech.pretrained import locate_model
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
 LAYERS = ("c", "z")
@@ -200,9 +201,8 @@ def load_model_for_cli(spec: str, seed: int = 0) -> tuple[CPCModel, str]:
         torch.manual_seed(seed)
         model, description = CPCModel(), f"random init (seed {seed})"
     else:
-        model = CPCModel.from_pretrained(spec)
-        path = Path(spec)
-        description = f"{os.path.abspath(path)} (local directory)" if path.is_dir() else spec
+        source = locate_model(spec)
+        model, description = CPCModel.from_directory(source.directory), source.describe()
     return model.eval(), description
 
 
