@@ -101,7 +101,7 @@ def test_saved_model_dir_layer_z_to_mirrored_folder(tmp_path, audio_dir):
     out = tmp_path / "out"
     result = invoke(str(audio_dir), "-o", f"{out}/", "--model", str(model_dir), "--layer", "z")
     assert result.exit_code == 0, result.output
-    assert f"weights: {model_dir}" in result.output
+    assert f"weights: local directory {model_dir}, sha256 " in result.output
     loaded = CPCModel.from_directory(model_dir).eval()
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["a.npy", "c.npy", "sub/b.npy"]
