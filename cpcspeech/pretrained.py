@@ -37,7 +37,7 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     "cpc-speechocean762": ShippedModel(
         folder="cpc-speechocean762",
-        description="CPC (paper defaults) pre-trained on the speechocean762 training set",
+        description="CPC (paper architecture, channel norm) trained on speechocean762 train_split",
         # No Hub repo has been created for these weights yet; the shipped copy is the only source.
         hub_repo_id=None,
         hub_revision=None,
