@@ -154,7 +154,7 @@ def tsne(
     from cpcspeech.plots import speaker_tsne
 
     utterances = run_guarded(find_utterances, data, utt_list)
-    cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
+    cpc_model, weights = run_guarded(load_model_for_cli, model, seed, short=True)
     embedding, labels = run_guarded(
         speaker_tsne,
         cpc_model,

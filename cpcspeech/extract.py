@@ -192,17 +192,19 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
 # ----- model and device -----
 
 
-def load_model_for_cli(spec: str, seed: int = 0) -> tuple[CPCModel, str]:
+def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[CPCModel, str]:
     """``"random"`` -> a seeded, untrained CPCModel; anything else -> CPCModel.from_pretrained.
 
-    Returns the model in eval mode and a one-line description of its weights.
+    Returns the model in eval mode and a one-line description of its weights (``short``: without
+    local paths, see :meth:`ModelSource.describe`).
     """
     if spec == "random":
         torch.manual_seed(seed)
         model, description = CPCModel(), f"random init (seed {seed})"
     else:
         source = locate_model(spec)
-        model, description = CPCModel.from_directory(source.directory), source.describe()
+        model = CPCModel.from_directory(source.directory)
+        description = source.describe(short=short)
     return model.eval(), description
 
 

@@ -73,9 +73,18 @@ class ModelSource:
     revision: str | None = None
     commit: str | None = None
 
-    def describe(self) -> str:
-        """One line for logs: what the weights are and their sha256 prefix."""
+    def describe(self, short: bool = False) -> str:
+        """One line for logs: what the weights are and their sha256 prefix.
+
+        ``short`` leaves out local folders and details (for figure titles, which get published).
+        """
         digest = weights_sha256(self.directory)[:12]
+        if short:
+            if self.kind == "hub":
+                name = self.repo_id + (f"@{self.revision}" if self.revision else "")
+            else:
+                name = Path(self.spec).name
+            return f"{self.kind} weights {name!r}, sha256 {digest}..."
         if self.kind == "shipped":
             where = f"shipped weights {self.spec!r} ({self.directory})"
         elif self.kind == "hub":

@@ -96,6 +96,9 @@ def test_model_directory_resolves_and_loads(tmp_path: Path) -> None:
     assert same_model(model, loaded)
     text = describe_model_source(str(folder))
     assert "local directory" in text and weights_sha256(folder)[:12] in text
+    short = source.describe(short=True)  # for figure titles: no local paths
+    assert short == f"directory weights 'm', sha256 {weights_sha256(folder)[:12]}..."
+    assert str(tmp_path) not in short
 
 
 def test_checkpoint_folder_is_a_model_directory(run_dir) -> None:
