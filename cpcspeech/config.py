@@ -7,7 +7,6 @@ PyYAML reads ``1e-4`` as a string. Sections: model, loss, data, optim, train.
 import dataclasses
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import ConfigError
+from cpcspeech.files import write_text_atomic
 
 MISSING_PATH = "???"
 """Placeholder for a required path in a recipe; loading fails until it is set."""
@@ -280,9 +280,4 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -5,7 +5,6 @@ classification for a CPC model, a random-init CPC, MFCC features and a supervise
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from cpcspeech.audio import audio_info, load_audio
 from cpcspeech.config import load_config
 from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import AlignmentError, CPCSpeechError
+from cpcspeech.files import write_text_atomic
 from cpcspeech.mfcc import MFCC_DIM, mfcc_features
 from cpcspeech.model import CPCModel
 
@@ -625,7 +625,7 @@ def run_probe(
         out.mkdir(parents=True, exist_ok=True)
         name = Path(str(model_spec).rstrip("/\\")).name or "model"
         result.details["output"] = str(out / f"probe-{task}-{name}.json")
-        _write_atomic(Path(result.details["output"]), json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text_atomic(result.details["output"], json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
@@ -716,8 +716,8 @@ def run_table(
     table = format_table(results)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "table.md", table)
-    _write_atomic(
+    write_text_atomic(out_dir / "table.md", table)
+    write_text_atomic(
         out_dir / "table.json",
         json.dumps(
             {
@@ -771,30 +771,8 @@ def _check_task(task: str, speaker_mode: str) -> None:
         )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def advance(self, *args, **kwargs) -> None:
-        return None
-
-
 def _progress(enabled: bool):
-    if not enabled:
-        return _NoProgress()
+    """A rich progress bar on stderr; ``enabled=False`` gives rich's own no-op (``disable``)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -812,5 +790,6 @@ def _progress(enabled: bool):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
+        disable=not enabled,
         transient=True,
     )

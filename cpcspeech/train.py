@@ -38,6 +38,7 @@ from cpcspeech.data import (
     rank_and_world,
 )
 from cpcspeech.errors import ConfigError, CPCSpeechError
+from cpcspeech.files import write_text_atomic
 from cpcspeech.loss import InfoNCE
 from cpcspeech.model import CPCModel, load_state_strict
 
@@ -179,14 +180,6 @@ def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_checkpoint(
     out_dir: Path,
     step: int,
@@ -307,7 +300,7 @@ class RunLog:
                         rec = json.loads(line)
                         if rec["step"] <= keep_until:
                             records.append(rec)
-        _atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".log.csv.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
@@ -633,7 +626,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
                 }
                 write_checkpoint(out_dir, step, objective, trainer_state, meta, cfg)
                 if best_name:
-                    _atomic_write_text(out_dir / "checkpoints" / BEST_NAME, best_name + "\n")
+                    write_text_atomic(out_dir / "checkpoints" / BEST_NAME, best_name + "\n")
                 prune_checkpoints(out_dir, cfg.train.keep_last, best_name)
             if step >= cfg.train.max_steps:
                 break
