@@ -212,7 +212,16 @@ def test_real_ctm_reproduces_cpc_format_file():
     cpc = read_alignment(DATA / "converted_aligned_phones.txt")
     ctm = read_alignment(DATA / "alignments.ctm")
     assert cpc.phones == ctm.phones == list(CANONICAL_PHONES)
-    assert set(cpc.labels) == set(ctm.labels) and len(cpc) == 2000
+    # The folder's utterance count follows its wav.scp (2000 until 2026-12-01, 2491 since the
+    # extra training-only utterances joined), so read it rather than pin a number.
+    utt_ids = [line.split()[0] for line in (DATA / "wav.scp").read_text().splitlines() if line]
+    assert set(cpc.labels) == set(ctm.labels) == set(utt_ids)
+    splits = [
+        (DATA / name).read_text().split()
+        for name in ("train_split.txt", "test_split.txt", "extra_train.txt")
+        if (DATA / name).is_file()
+    ]
+    assert sorted(u for split in splits for u in split) == sorted(utt_ids)
     different = [u for u in cpc.labels if not np.array_equal(cpc[u], ctm[u])]
     assert different == []
 
