@@ -13,6 +13,7 @@ FORBIDDEN = {
     "audio": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "corpus": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "alignments": {"loss", "data", "train", "probes", "plots", "cli"},
+    "kaldi": {"model", "loss", "data", "train", "probes", "plots", "cli", "extract"},
     "data": {"train", "probes", "plots", "cli"},
     "train": {"probes", "plots", "cli"},
     "probes": {"cli"},
