@@ -130,7 +130,7 @@ def load_audio(
         data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
     except Exception as err:
         raise _open_error(path, err) from err
-    return _to_mono(path, data, source_rate, sample_rate, min_samples)
+    return to_mono(path, data, source_rate, sample_rate, min_samples)
 
 
 def decode_audio(
@@ -151,13 +151,21 @@ def decode_audio(
         data, source_rate = sf.read(io.BytesIO(encoded), dtype="float32", always_2d=True)
     except Exception as err:
         raise _open_error(label, err) from err
-    return _to_mono(label, data, source_rate, sample_rate, min_samples)
+    return to_mono(label, data, source_rate, sample_rate, min_samples)
 
 
-def _to_mono(
+def to_mono(
     path: object, data: np.ndarray, source_rate: int, sample_rate: int, min_samples: int
 ) -> np.ndarray:
-    """data: (N, channels) float32 at source_rate -> (N',) float32 mono at sample_rate."""
+    """Decoded samples to model input: channels mixed by their mean, resampled with soxr, checked.
+
+    Args:
+        path: what error messages name as the source.
+        data: (N, channels) float32 at ``source_rate``.
+
+    Returns:
+        wav: (N',) float32 mono at ``sample_rate``, N' = floor(N * sample_rate / source_rate + 1/2).
+    """
     if data.shape[0] == 0:
         raise AudioError(path, "no audio: the file holds 0 frames")
     finite = np.isfinite(data)

@@ -39,9 +39,10 @@ class AudioInput:
     path: Path  # absolute
     key: str
     utt_id: str | None = None
-    # Audio that is not simply the file at ``path``: a piped wav.scp command or a segment of a
-    # recording (kaldi.CommandAudio, kaldi.SegmentAudio). It has .label, .info() and .load().
-    reader: "kaldi.CommandAudio | kaldi.SegmentAudio | None" = None
+    # Audio that is not simply the file at ``path``: a piped wav.scp command, a segment of a
+    # recording (kaldi.CommandAudio, kaldi.SegmentAudio) or a lhotse cut or recording
+    # (lhotse_ext.LhotseAudio). It has .label, .info() and .load().
+    reader: object | None = None
 
     @property
     def id(self) -> str:
@@ -164,6 +165,19 @@ def _read_data_dir(directory: Path) -> list[AudioInput]:
     ]
 
 
+def _read_lhotse_manifest(manifest: Path) -> list[AudioInput]:
+    """A lhotse CutSet or RecordingSet (.jsonl.gz): one input per cut or recording."""
+    try:
+        from cpcspeech.lhotse_ext import manifest_inputs
+    except ImportError as err:
+        raise CPCSpeechError(
+            f"{manifest}: lhotse manifests need lhotse, found it not installed ({err}): "
+            "pip install 'cpcspeech[lhotse]'"
+        ) from err
+    path = Path(os.path.abspath(manifest))
+    return [AudioInput(path, key, key, audio) for key, audio in manifest_inputs(manifest)]
+
+
 def _scan_directory(directory: Path) -> list[AudioInput]:
     found = [
         p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
@@ -186,7 +200,8 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
 
     A directory holding a ``wav.scp`` is a Kaldi data directory: its wav.scp is read, and with a
     ``segments`` file each segment becomes one input cut from its recording. wav.scp entries
-    ending in ``|`` are shell commands (see kaldi.CommandAudio).
+    ending in ``|`` are shell commands (see kaldi.CommandAudio). A lhotse CutSet or RecordingSet
+    manifest (``.jsonl.gz``, ``.jsonl``) gives one input per cut or recording, keyed by its id.
     Order is deterministic: inputs in the order given, directories sorted, wav.scp order kept.
     The same audio file reached twice (e.g. a folder and a file inside it) is an error naming both,
     rather than a silent de-duplication.
@@ -200,6 +215,8 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
             items.extend(_scan_directory(path))
         elif path.is_file() and _is_wav_scp(path):
             items.extend(_read_wav_scp(path))
+        elif path.is_file() and path.name.lower().endswith((".jsonl.gz", ".jsonl")):
+            items.extend(_read_lhotse_manifest(path))
         elif path.is_file() or path.suffix.lower() in AUDIO_EXTENSIONS:
             # A missing audio file is reported by load_audio with the usual AudioError.
             items.append(AudioInput(Path(os.path.abspath(path)), _strip_audio_suffix(path.name)))
