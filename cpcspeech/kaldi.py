@@ -291,20 +291,23 @@ class ArkScpWriter:
         self.ark = Path(target.ark)
         self.scp = Path(target.scp)
         self.temps: list[Path] = []
-        for path in (self.ark, self.scp):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            self.temps.append(Path(tmp))
-        self.helper = kaldiio.WriteHelper(f"ark,scp:{self.temps[0]},{self.temps[1]}")
-        self.count = 0
+        try:
+            for path in (self.ark, self.scp):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                os.close(fd)
+                self.temps.append(Path(tmp))
+            self.helper = kaldiio.WriteHelper(f"ark,scp:{self.temps[0]},{self.temps[1]}")
+        except BaseException:
+            for tmp in self.temps:
+                tmp.unlink(missing_ok=True)
+            raise
 
     def write(self, key: str, feats: np.ndarray) -> None:
         """feats: (T, D) float32, stored as a Kaldi float matrix under ``key``."""
         if not key or any(ch.isspace() for ch in key):
             raise CPCSpeechError(f"Kaldi key {key!r}: expected no whitespace, found some")
         self.helper(key, np.ascontiguousarray(feats, dtype=np.float32))
-        self.count += 1
 
     def commit(self) -> None:
         """Close, rewrite the index to name the final archive, rename both into place."""
