@@ -263,3 +263,36 @@ def test_real_data_dir_with_segments(tmp_path):
     assert list(feats) == list(expected)
     for seg, want in expected.items():
         np.testing.assert_array_equal(feats[seg], want)
+
+
+def test_sigterm_midway_leaves_no_archive(tmp_path):
+    """SIGTERM after the first matrices reached the temporary archive removes ark and scp."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "long"
+    src.mkdir()
+    for i in range(6):
+        noise(src / f"f{i}.wav", 16000, 6.0, seed=i)
+    spec = f"ark,scp:{tmp_path}/feats.ark,{tmp_path}/feats.scp"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cpcspeech", "extract", str(src), "--out", spec]
+        + ["--model", "random", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def written() -> bool:
+        return any(p.stat().st_size > 0 for p in tmp_path.glob(".feats.ark.*"))
+
+    deadline = time.monotonic() + 120
+    while not written() and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"extract finished before it could be stopped: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long"]
