@@ -14,6 +14,8 @@ FORBIDDEN = {
     "corpus": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "alignments": {"loss", "data", "train", "probes", "plots", "cli"},
     "augment": {"model", "loss", "data", "train", "probes", "plots", "cli", "extract"},
+    "kaldi": {"model", "loss", "data", "train", "probes", "plots", "cli", "extract"},
+    "lhotse_ext": {"loss", "data", "train", "probes", "plots", "cli", "extract"},
     "data": {"train", "probes", "plots", "cli"},
     "train": {"probes", "plots", "cli"},
     "probes": {"cli"},
