@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cpcspeech.errors import CPCSpeechError
 
@@ -24,7 +25,8 @@ console = Console(stderr=True)
 
 def fail(err: Exception, code: int = 2) -> NoReturn:
     """Print a user-facing error without a traceback and exit non-zero."""
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
