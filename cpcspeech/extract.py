@@ -454,6 +454,7 @@ def extract_features(
                             precision=precision,
                         )  # (T, D)
                         feats = feats.to("cpu", torch.float32).numpy()
+                        _check_finite_features(item, feats)
                         result = FileResult(item, 0, feats.shape[0], info.seconds, "ok")
                         if writer is not None:
                             result.first_row = writer.rows
@@ -487,6 +488,16 @@ def extract_features(
         raise
     summary.wall_seconds = time.perf_counter() - start
     return summary
+
+
+def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:
+    """feats: (T, D). NaN/inf features mean the model, not the (finite) audio, is at fault: stop."""
+    finite = np.isfinite(feats)
+    if not finite.all():
+        raise CPCSpeechError(
+            f"{item.path}: expected finite features, the model gave {feats.size - finite.sum()} "
+            f"NaN/inf value(s) of {feats.size}; check the weights (and try --precision fp32)"
+        )
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:

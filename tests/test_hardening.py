@@ -1,14 +1,22 @@
 """Bad input through the CLI, as a user would give it: exit 2, one line naming the problem, nothing
 left behind. One test per case of issue 11, and the cases found while probing every command."""
 
+import json
+import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
+from cpcspeech.config import ModelConfig
+from cpcspeech.extract import read_index
+from cpcspeech.model import CPCModel
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"
@@ -130,3 +138,132 @@ def test_every_numeric_field_has_a_range_that_holds_its_default():
             if numeric:
                 assert f.name in RANGES[cls.__name__], f"{section.name}.{f.name} has no range"
                 RANGES[cls.__name__][f.name].check(f.name, getattr(default, f.name))
+
+
+# ----- items 1 and 2: model directories -----
+
+
+def small_model_dir(path: Path, edit=None) -> Path:
+    """A saved CPCModel (32 channels, 16-d context); ``edit(state)`` changes its tensors."""
+    torch.manual_seed(0)
+    model = CPCModel(ModelConfig(encoder_channels=32, context_dim=16))
+    model.save_pretrained(path)
+    if edit is not None:
+        state = load_file(str(path / "model.safetensors"))
+        edit(state)
+        save_file(state, str(path / "model.safetensors"))
+    return path
+
+
+def _edit_config(path: Path, **values) -> None:
+    meta = json.loads((path / "config.json").read_text())
+    meta.update(values)
+    (path / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("values", "fragments"),
+    [
+        ({"encoder_channels": 10**7}, ["model.encoder_channels must be in [1, 4096]", "10000000"]),
+        ({"context_layers": 1000}, ["context_layers must be in [1, 32]; found 1000"]),
+        ({"encoder_kernels": [10, 0, 4, 4, 4]}, ["encoder_kernels must be in [1, 1024]"]),
+        ({"encoder_strides": [5, -4, 2, 2, 2]}, ["encoder_strides", "found -4"]),
+        # In range, but not what the weights hold: refused from the header, before allocating.
+        (
+            {"encoder_channels": 4096},
+            ["encoder.convs.0.weight expected shape (4096, 1, 10)", "(32, 1, 10)"],
+        ),
+        ({"context_layers": 32}, ["missing ['context.bias_hh_l1', ", "and 120 more]"]),
+    ],
+)
+def test_model_config_is_checked_against_bounds_and_header_in_well_under_a_second(
+    tmp_path, values, fragments
+):
+    model_dir = small_model_dir(tmp_path / "m")
+    _edit_config(model_dir, **values)
+    wav = noise_wav(tmp_path / "a.wav")
+    start = time.perf_counter()
+    result = cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "--model", str(model_dir))
+    seconds = time.perf_counter() - start
+    line = assert_one_line_error(result, *fragments)
+    assert len(line) < 400 and seconds < 1.0, (len(line), seconds)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "m"]
+
+
+def test_header_promising_more_data_than_the_file_holds(tmp_path):
+    model_dir = small_model_dir(tmp_path / "m")
+    weights = model_dir / "model.safetensors"
+    raw = weights.read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    header["encoder.convs.0.bias"]["data_offsets"][1] += 10**12  # a 1 TB tensor in a small file
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+    result = cli("export", str(model_dir), str(tmp_path / "out"))
+    assert_one_line_error(result, "not a valid safetensors file", "encoder.convs.0.bias")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["extract", "export"])
+def test_nan_weights_are_refused_on_load(tmp_path, command):
+    def poison(state):
+        state["encoder.convs.2.weight"][0, 0, 0] = float("nan")
+        state["context.weight_hh_l0"][1, 1] = float("inf")
+
+    model_dir = small_model_dir(tmp_path / "m", poison)
+    wav = noise_wav(tmp_path / "a.wav")
+    if command == "extract":
+        result = cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "-m", str(model_dir))
+    else:
+        result = cli("export", str(model_dir), str(tmp_path / "out"))
+    assert_one_line_error(
+        result, "expected finite weights, found 2 NaN/inf value(s) in 2 tensor(s)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "m"]
+
+
+def test_features_that_overflow_stop_extraction(tmp_path):
+    model_dir = small_model_dir(
+        tmp_path / "m",
+        lambda state: [state[f"encoder.convs.{i}.weight"].fill_(3e38) for i in (0, 1)],
+    )
+    wav = noise_wav(tmp_path / "a.wav")
+    out = tmp_path / "run"
+    out.mkdir()
+    result = cli("extract", str(wav), "--out", str(out / "f.npy"), "-m", str(model_dir),
+                 "--layer", "z")  # fmt: skip
+    assert_one_line_error(result, "a.wav: expected finite features, the model gave")
+    assert list(out.iterdir()) == []
+
+
+# ----- item 3: truncated audio -----
+
+
+def test_truncated_wav_is_an_audio_error_and_skippable(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    noise_wav(audio / "a.wav", seconds=1.0)
+    full = noise_wav(tmp_path / "b.wav", seconds=1.0, seed=1).read_bytes()
+    (audio / "b.wav").write_bytes(full[: len(full) // 2])  # header still says 16000 frames
+    result = cli("extract", str(audio), "--out", str(tmp_path / "f.npy"), "--model", "random")
+    assert_one_line_error(
+        result, "b.wav: truncated: the WAV header promises 16000 frames (32000 bytes)"
+    )
+    assert not (tmp_path / "f.npy").exists()
+    result = cli("extract", str(audio), "--out", str(tmp_path / "f.npy"), "--model", "random",
+                 "--skip-errors")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    rows = read_index(tmp_path / "f.index.tsv")
+    assert [r["status"].split(":")[0] for r in rows] == ["ok", "skipped"]
+    assert "truncated" in rows[1]["status"]
+    assert np.load(tmp_path / "f.npy").shape == (100, 256)
+
+
+def test_wav_header_with_a_1_hz_rate_is_refused_before_resampling(tmp_path):
+    """Before: 1 s of audio labelled 1 Hz resampled to 16000 x as many samples (256 M floats)."""
+    raw = bytearray(noise_wav(tmp_path / "a.wav", seconds=1.0).read_bytes())
+    raw[24:28] = (1).to_bytes(4, "little")  # fmt chunk: sample rate
+    (tmp_path / "a.wav").write_bytes(bytes(raw))
+    result = cli("extract", str(tmp_path / "a.wav"), "--out", str(tmp_path / "f.npy"),
+                 "--model", "random")  # fmt: skip
+    assert_one_line_error(result, "a.wav: sample rate 1 Hz in the header, expected 1000 to 768000")
