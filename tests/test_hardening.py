@@ -267,3 +267,53 @@ def test_wav_header_with_a_1_hz_rate_is_refused_before_resampling(tmp_path):
     result = cli("extract", str(tmp_path / "a.wav"), "--out", str(tmp_path / "f.npy"),
                  "--model", "random")  # fmt: skip
     assert_one_line_error(result, "a.wav: sample rate 1 Hz in the header, expected 1000 to 768000")
+
+
+# ----- item 4 and 7: corrupt checkpoints -----
+
+
+def _smoke_run(tmp_path: Path, *extra: str):
+    audio = tmp_path / "audio"
+    for s in range(2):
+        (audio / f"spk{s}").mkdir(parents=True)
+        for u in range(2):
+            noise_wav(audio / f"spk{s}" / f"s{s}u{u}.wav", seconds=0.4, seed=10 * s + u)
+    run = tmp_path / "run"
+    sets = [f"data.root={audio}", f"train.out_dir={run}", "train.checkpoint_every=2", *extra]
+    args = ["train", str(SMOKE)] + [a for s in sets for a in ("--set", s)]
+    return run, args
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("model.safetensors", lambda raw: raw[: len(raw) // 2]),
+        ("config.yaml", lambda raw: raw[: len(raw) // 3]),
+        ("trainer.pt", lambda raw: raw[:100] + bytes(50) + raw[150:]),
+    ],
+)
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, name, damage):
+    run, args = _smoke_run(tmp_path)
+    result = cli(*args, "--set", "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((run / "checkpoints" / "step-00000004" / "meta.json").read_text())
+    assert set(meta["sha256"]) >= {"model.safetensors", "trainer.pt", "config.yaml"}
+    bad = run / "checkpoints" / "step-00000004" / name
+    bad.write_bytes(damage(bad.read_bytes()))
+    result = cli(*args, "--set", "train.max_steps=6", "--resume")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"checkpoint step-00000004: {name} sha256 expected" in text
+    assert "moved aside to step-00000004.corrupt" in text
+    assert "resuming from step-00000002" in text
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "step-00000004.corrupt" in names and "step-00000006" in names
+
+
+def test_resume_with_no_checkpoint_that_verifies_is_one_line(tmp_path):
+    run, args = _smoke_run(tmp_path)
+    assert cli(*args, "--set", "train.max_steps=2").exit_code == 0
+    (run / "checkpoints" / "step-00000002" / "meta.json").write_text("{truncated")
+    result = cli(*args, "--set", "train.max_steps=4", "--resume")
+    assert_one_line_error(result, "cannot resume: none of the 1 checkpoint(s)", "verifies")
+    assert (run / "checkpoints" / "step-00000002.corrupt").is_dir()
