@@ -117,13 +117,21 @@ def read_phone_table(path: str | Path) -> dict[int, str]:
             f"{path}: expected a phone symbol table (SYMBOL ID per line), found none"
         )
     table: dict[int, str] = {}
+    first_line: dict[int, int] = {}
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or not _is_int(parts[1]):
             raise AlignmentError(f"{path}:{line_no}: expected 'SYMBOL ID', found {line.strip()!r}")
-        table[int(parts[1])] = parts[0]
+        symbol, phone_id = parts[0], int(parts[1])
+        if phone_id in table:  # the last one winning would silently relabel frames
+            raise AlignmentError(
+                f"{path}:{line_no}: id {phone_id} given to {symbol!r}, but line "
+                f"{first_line[phone_id]} already gives it to {table[phone_id]!r}; expected each "
+                "id once"
+            )
+        table[phone_id], first_line[phone_id] = symbol, line_no
     if not table:
         raise AlignmentError(f"{path}: expected at least one 'SYMBOL ID' line, found none")
     return table

@@ -317,3 +317,28 @@ def test_resume_with_no_checkpoint_that_verifies_is_one_line(tmp_path):
     result = cli(*args, "--set", "train.max_steps=4", "--resume")
     assert_one_line_error(result, "cannot resume: none of the 1 checkpoint(s)", "verifies")
     assert (run / "checkpoints" / "step-00000002.corrupt").is_dir()
+
+
+# ----- item 5: phone tables -----
+
+
+def _kaldi_dir(root: Path) -> Path:
+    root.mkdir(parents=True)
+    for utt in ("u1", "u2"):
+        noise_wav(root / f"{utt}.wav", seconds=0.3)
+    (root / "wav.scp").write_text("u1 u1.wav\nu2 u2.wav\n")
+    (root / "utt2spk").write_text("u1 a\nu2 b\n")
+    (root / "train_split.txt").write_text("u1\n")
+    (root / "test_split.txt").write_text("u2\n")
+    (root / "labels.txt").write_text("u1 " + "1 " * 28 + "\nu2 " + "2 " * 28 + "\n")
+    return root
+
+
+def test_duplicate_phone_ids_name_both_symbols(tmp_path):
+    data = _kaldi_dir(tmp_path / "data")
+    (data / "phones.txt").write_text("SIL 0\nAA 1\nAE 2\nAH 1\n")
+    result = cli("probe", "phone", "--data", str(data), "--labels", str(data / "labels.txt"),
+                 "--model", "mfcc", "--quiet")  # fmt: skip
+    assert_one_line_error(
+        result, "phones.txt:4: id 1 given to 'AH', but line 2 already gives it to 'AA'"
+    )
