@@ -165,7 +165,7 @@ def audio_info(
     _check_file(path)
     _check_wav_data_chunk(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise _open_error(path, err) from err
     _check_rate(path, info.samplerate)
@@ -197,7 +197,7 @@ def load_audio(
     _check_file(path)
     _check_wav_data_chunk(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             promised, source_rate = f.frames, f.samplerate
             _check_rate(path, source_rate)
             data = _read_frames(f, path.stat().st_size)  # (N, channels)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
+from cpcspeech.files import temp_dir
 from cpcspeech.pretrained import (
     CARD_NAME,
     CONFIG_NAME,
@@ -61,7 +62,7 @@ def export_model(
     if out_dir.resolve() == source.directory.resolve():
         raise CPCSpeechError(f"export: the output {out_dir} is the checkpoint itself")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")
     try:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copyfile(source.directory / name, tmp / name)

@@ -6,7 +6,7 @@ output holds one ``.npy`` per input, mirroring the input's relative path.
 
 import io
 import os
-import tempfile
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ import torch
 
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
+from cpcspeech.files import temp_sibling
 from cpcspeech.model import CPCModel
 from cpcspeech.pretrained import locate_model
 
@@ -227,9 +228,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
+    return temp_sibling(directory / name)
 
 
 class _StackedNpy:
@@ -279,11 +278,24 @@ class _StackedNpy:
         self.array = None
 
 
-def _write_index(path: Path, files: list[FileResult]) -> None:
-    def clean(text: str) -> str:
-        return " ".join(str(text).split())  # no tabs or newlines inside a field
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
-    with open(path, "w", encoding="utf-8") as f:
+
+def escape_field(text: str) -> str:
+    """One ``.index.tsv`` field: backslash, tab, newline and CR become ``\\\\``, ``\\t``,
+    ``\\n``, ``\\r`` (the escapes of PostgreSQL's text COPY format), so any file name fits."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of :func:`escape_field`."""
+    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def _write_index(path: Path, files: list[FileResult]) -> None:
+    # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write("\t".join(INDEX_COLUMNS) + "\n")
         for r in files:
             row = (
@@ -291,17 +303,23 @@ def _write_index(path: Path, files: list[FileResult]) -> None:
                 str(r.first_row),
                 str(r.num_frames),
                 f"{r.seconds:.4f}",
-                clean(r.status),
-                clean(r.input.id),
+                r.status,
+                r.input.id,
             )
-            f.write("\t".join(row) + "\n")
+            f.write("\t".join(escape_field(v) for v in row) + "\n")
 
 
 def read_index(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a ``.index.tsv`` written by :func:`extract_features` into one dict per file."""
-    with open(path, encoding="utf-8") as f:
+    """Read a ``.index.tsv`` written by :func:`extract_features` into one dict per file.
+
+    Fields are unescaped (:func:`escape_field`), so ``path`` is the file name exactly.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
         header = f.readline().rstrip("\n").split("\t")
-        return [dict(zip(header, line.rstrip("\n").split("\t"), strict=True)) for line in f]
+        return [
+            dict(zip(header, map(unescape_field, line.rstrip("\n").split("\t")), strict=True))
+            for line in f
+        ]
 
 
 def index_path_for(out: str | os.PathLike) -> Path:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ModelLoadError
+from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -298,15 +298,11 @@ class CPCModel(nn.Module):
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION}
         meta.update(json.loads(json.dumps(dataclasses.asdict(self.config))))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"format": "pt"})
+        tmp = temp_sibling(directory / WEIGHTS_NAME)
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, umask_mode())  # safetensors creates its files with mode 0600
         os.replace(tmp, directory / WEIGHTS_NAME)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, directory / CONFIG_NAME)
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod

@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 
 from cpcspeech.corpus import Utterance
 from cpcspeech.errors import CPCSpeechError
+from cpcspeech.files import temp_sibling
 from cpcspeech.model import CPCModel
 
 PLOTS_EXTRA_HINT = "pip install 'cpcspeech[plots]'"
@@ -56,9 +56,9 @@ def _save_png(figure, out_png: str | os.PathLike) -> Path:
     """Write ``figure`` to ``out_png`` atomically: a temporary PNG beside it, then rename."""
     out = _check_png_path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = temp_sibling(out)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             figure.savefig(f, format="png", bbox_inches="tight")
         os.replace(tmp, out)
     except BaseException:

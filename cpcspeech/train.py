@@ -46,7 +46,7 @@ from cpcspeech.data import (
     rank_and_world,
 )
 from cpcspeech.errors import ConfigError, CPCSpeechError
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import temp_dir, temp_sibling, umask_mode, write_text_atomic
 from cpcspeech.loss import InfoNCE
 from cpcspeech.model import CPCModel, load_state_strict
 
@@ -216,17 +216,16 @@ def write_checkpoint(
     folder = out_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{final.name}-"))
+    tmp = temp_dir(folder, prefix=f".tmp-{final.name}-")
     objective.model.save_pretrained(tmp)
     heads = {k: v.detach().cpu().contiguous() for k, v in objective.loss.state_dict().items()}
     save_file(heads, str(tmp / HEADS_NAME), metadata={"format": "pt"})
+    os.chmod(tmp / HEADS_NAME, umask_mode())  # safetensors creates its files with mode 0600
     torch.save(trainer_state, tmp / TRAINER_NAME)
     save_config(cfg, tmp / "config.yaml")
     # Resume verifies these (verify_checkpoint): a truncated or garbled file is caught before use.
     meta = {**meta, "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}}
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    for path in (tmp, *tmp.iterdir()):  # mkstemp/mkdtemp create private files; share them
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     if final.exists():  # the same step written again (e.g. a finished run resumed)
         trash = Path(tempfile.mkdtemp(dir=folder, prefix=f".old-{final.name}-"))
         os.replace(final, trash / final.name)
@@ -426,8 +425,8 @@ class RunLog:
                         if rec["step"] <= keep_until:
                             records.append(rec)
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".log.csv.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        tmp = temp_sibling(self.csv)
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)

@@ -2,6 +2,7 @@
 left behind. One test per case of issue 11, and the cases found while probing every command."""
 
 import json
+import os
 import struct
 import time
 from pathlib import Path
@@ -342,3 +343,58 @@ def test_duplicate_phone_ids_name_both_symbols(tmp_path):
     assert_one_line_error(
         result, "phones.txt:4: id 1 given to 'AH', but line 2 already gives it to 'AA'"
     )
+
+
+# ----- items 8 and 9: the index and file modes -----
+
+
+def test_index_escapes_tabs_newlines_and_backslashes_and_round_trips(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    names = ["tab\there.wav", "new\nline.wav", "back\\slash.wav", "plain.wav", "bad\udcffutf8.wav"]
+    for i, name in enumerate(names):
+        rng = np.random.default_rng(i)
+        data = rng.normal(0, 0.1, int(16000 * (0.3 + 0.1 * i))).astype(np.float32)
+        sf.write(os.fsencode(audio / name), data, 16000)  # bytes: the last name is not UTF-8
+    out = tmp_path / "f.npy"
+    result = cli("extract", str(audio), "--out", str(out), "--model", "random")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "f.index.tsv").read_bytes()
+    assert text.count(b"\n") == 1 + len(names) and b"tab\\there" in text and b"new\\nline" in text
+    rows = read_index(tmp_path / "f.index.tsv")
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(names)
+    feats = np.load(out)
+    for row in rows:
+        first, count = int(row["first_row"]), int(row["num_frames"])
+        assert count == (len(sf.read(os.fsencode(row["path"]))[0]) + 1) // 160
+        assert feats[first : first + count].shape == (count, 256)
+    assert {r["id"] for r in rows} == {n[:-4] for n in names}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        wav = noise_wav(tmp_path / "a.wav")
+        assert (
+            cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "-m", "random").exit_code
+            == 0
+        )
+        assert (
+            cli("extract", str(wav), "--out", str(tmp_path / "dir") + "/", "-m", "random").exit_code
+            == 0
+        )
+        run, args = _smoke_run(tmp_path)
+        assert cli(*args, "--set", "train.max_steps=2").exit_code == 0
+        ckpt = run / "checkpoints" / "step-00000002"
+        assert cli("export", str(ckpt), str(tmp_path / "exported")).exit_code == 0
+    finally:
+        os.umask(old)
+    files = [tmp_path / "f.npy", tmp_path / "f.index.tsv", tmp_path / "dir" / "a.npy",
+             run / "log.jsonl", run / "log.csv", run / "config.yaml",
+             *ckpt.iterdir(), *(tmp_path / "exported").iterdir()]  # fmt: skip
+    folders = [ckpt, tmp_path / "exported"]
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+    for path in folders:
+        assert path.stat().st_mode & 0o777 == 0o777 & ~umask, path
