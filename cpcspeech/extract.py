@@ -328,6 +328,23 @@ def index_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".index.tsv")
 
 
+def _check_writable(out: Path, mode: str) -> None:
+    """Make the output folder and write a probe file in it, before any audio is read or features
+    computed; an OSError (a file in the way, no permission, read-only disk) becomes one line."""
+    folder = out if mode == "dir" else out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temp_sibling(folder / out.name).unlink()
+    except OSError as err:
+        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
+        reason = (
+            f"{blocker} is a file, expected a folder"
+            if blocker is not None
+            else f"{type(err).__name__}: {err.strerror or err}"
+        )
+        raise CPCSpeechError(f"--out {out}: cannot write in {folder} ({reason})") from None
+
+
 def _output_mode(out: str | os.PathLike) -> str:
     text = str(out)
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
@@ -403,9 +420,12 @@ def extract_features(
         raise CPCSpeechError(f"layer: expected one of {LAYERS}, found {layer!r}")
     if precision not in ("fp32", "bf16"):
         raise CPCSpeechError(f"precision: expected 'fp32' or 'bf16', found {precision!r}")
-    if not chunk_seconds > 0:
-        raise CPCSpeechError(f"chunk_seconds: expected > 0, found {chunk_seconds}")
+    if not 0 < chunk_seconds < float("inf"):
+        raise CPCSpeechError(
+            f"--chunk-seconds: expected a finite number > 0, found {chunk_seconds}"
+        )
     mode = _output_mode(out)
+    _check_writable(Path(out), mode)
     if inputs and all(isinstance(x, AudioInput) for x in inputs):
         items = list(inputs)
     else:

@@ -248,8 +248,8 @@ class CPCModel(nn.Module):
             raise ValueError(f"Expected layer 'c' or 'z'. Found: {layer!r}")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"Expected precision 'fp32' or 'bf16'. Found: {precision!r}")
-        if not chunk_seconds > 0:
-            raise ValueError(f"Expected chunk_seconds > 0. Found: {chunk_seconds}")
+        if not 0 < chunk_seconds < math.inf:
+            raise ValueError(f"Expected a finite chunk_seconds > 0. Found: {chunk_seconds}")
         if isinstance(wav, np.ndarray):
             wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         if wav.dim() == 2 and wav.shape[0] == 1:

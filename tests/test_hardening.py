@@ -398,3 +398,52 @@ def test_outputs_respect_the_umask(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     for path in folders:
         assert path.stat().st_mode & 0o777 == 0o777 & ~umask, path
+
+
+# ----- item 7: options and outputs -----
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
+def test_chunk_seconds_must_be_finite_and_positive(tmp_path, value):
+    wav = noise_wav(tmp_path / "a.wav")
+    result = cli("extract", str(wav), "--out", str(tmp_path / "o" / "f.npy"), "-m", "random",
+                 "--chunk-seconds", value)  # fmt: skip
+    assert_one_line_error(result, "--chunk-seconds: expected a finite number > 0, found")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("out", ["file.txt/x.npy", "file.txt/sub/"])
+def test_out_through_an_existing_file(tmp_path, out):
+    wav = noise_wav(tmp_path / "a.wav")
+    (tmp_path / "file.txt").write_text("not a folder")
+    result = cli("extract", str(wav), "--out", f"{tmp_path}/{out}", "-m", "random")
+    assert_one_line_error(result, "cannot write in", "file.txt is a file, expected a folder")
+
+
+def test_unwritable_output_folder_fails_before_any_features(tmp_path):
+    wav = noise_wav(tmp_path / "a.wav")
+    if os.geteuid() == 0:  # root writes anywhere permissions allow; /proc/self takes no files
+        folder = Path("/proc/self")
+    else:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o555)
+    start = time.perf_counter()
+    result = cli("extract", str(wav), "--out", str(folder / "f.npy"), "-m", "random")
+    assert_one_line_error(result, f"cannot write in {folder} (")
+    assert "weights:" in result.output and "speed:" not in result.output
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("org/name@a b", "revision 'a b' is not a branch, tag or commit name"),
+        ("org/name@v1;rm", "revision 'v1;rm' is not"),
+        ("org/name@../x", "revision '../x' is not"),
+        ("org/name@-x", "revision '-x' is not"),
+    ],
+)
+def test_malformed_hub_revisions_fail_before_the_network(monkeypatch, spec, fragment):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a request would fail differently
+    assert_one_line_error(cli("download", spec), fragment)
