@@ -324,7 +324,7 @@ def probe(
         if labels is None:
             fail(ValueError("--table needs --labels (phone labels)"))
         spec = None if model in ("mfcc", "random") else model
-        budget = SupervisedBudget(steps=supervised_steps) if supervised_steps > 0 else None
+        budget = run_guarded(SupervisedBudget, steps=supervised_steps) if supervised_steps else None
         results, markdown = run_guarded(
             run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
             **common,

@@ -17,7 +17,7 @@ import torch
 
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
-from cpcspeech.files import temp_sibling
+from cpcspeech.files import check_writable_folder, temp_sibling
 from cpcspeech.model import CPCModel
 from cpcspeech.pretrained import locate_model
 
@@ -329,20 +329,8 @@ def index_path_for(out: str | os.PathLike) -> Path:
 
 
 def _check_writable(out: Path, mode: str) -> None:
-    """Make the output folder and write a probe file in it, before any audio is read or features
-    computed; an OSError (a file in the way, no permission, read-only disk) becomes one line."""
-    folder = out if mode == "dir" else out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temp_sibling(folder / out.name).unlink()
-    except OSError as err:
-        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
-        reason = (
-            f"{blocker} is a file, expected a folder"
-            if blocker is not None
-            else f"{type(err).__name__}: {err.strerror or err}"
-        )
-        raise CPCSpeechError(f"--out {out}: cannot write in {folder} ({reason})") from None
+    """The output folder must take files before any audio is read or features computed."""
+    check_writable_folder(out if mode == "dir" else out.parent, f"--out {out}")
 
 
 def _output_mode(out: str | os.PathLike) -> str:

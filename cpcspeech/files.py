@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from cpcspeech.errors import CPCSpeechError
+
 
 def umask_mode(directory: bool = False) -> int:
     """The mode a new file (0o666) or folder (0o777) gets under the process's current umask."""
@@ -51,3 +53,32 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_text(path: str | os.PathLike, error: type[Exception], encoding: str = "utf-8") -> str:
+    """A text input file's content; bytes that are not UTF-8 raise ``error`` (a CPCSpeechError
+    kind) naming the file, the byte and its offset, instead of a UnicodeDecodeError traceback."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} at offset "
+            f"{err.start}"
+        ) from None
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Create ``folder`` if needed and write a probe file in it, so a bad output location fails
+    before any work: a file in the way, no permission or a read-only disk become one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temp_sibling(folder / "write-test").unlink()
+    except OSError as err:
+        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
+        reason = (
+            f"{blocker} is a file, expected a folder"
+            if blocker is not None
+            else f"{type(err).__name__}: {err.strerror or err}"
+        )
+        raise CPCSpeechError(f"{option}: cannot write in {folder} ({reason})") from None

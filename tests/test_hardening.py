@@ -447,3 +447,61 @@ def test_unwritable_output_folder_fails_before_any_features(tmp_path):
 def test_malformed_hub_revisions_fail_before_the_network(monkeypatch, spec, fragment):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a request would fail differently
     assert_one_line_error(cli("download", spec), fragment)
+
+
+# ----- beyond the list: probe, tsne, plot-steps -----
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--epochs", "0"], "--epochs: expected >= 1, found 0"),
+        (["--hidden", "-5"], "--hidden: expected 0 (linear) or a width >= 1, found -5"),
+        (["--layer", "q"], "--layer: expected c or z, found 'q'"),
+        (["--device", "tpu"], "device: expected auto, cpu or cuda, found 'tpu'"),
+        (["--out", "file.txt/x"], "file.txt is a file, expected a folder"),
+        (["--table", "--supervised-steps", "-4"], "supervised steps: expected >= 1, found -4"),
+        (["--table", "--out", "file.txt"], "file.txt is a file, expected a folder"),
+    ],
+)
+def test_probe_options_are_checked_before_any_work(tmp_path, extra, fragment):
+    data = _kaldi_dir(tmp_path / "data")
+    (data / "phones.txt").write_text("SIL 0\nAA 1\nAE 2\n")
+    (tmp_path / "file.txt").write_text("not a folder")
+    extra = [str(tmp_path / e) if e.startswith("file.txt") else e for e in extra]
+    task = [] if "--table" in extra else ["phone"]
+    result = cli("probe", *task, "--data", str(data), "--labels", str(data / "labels.txt"),
+                 "--model", "mfcc", "--quiet", *extra)  # fmt: skip
+    assert_one_line_error(result, fragment)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"u1 1 1 1\n\xff\xfe garbage\n", "labels.txt: expected UTF-8 text, found byte 0xff"),
+        (b"u1 " + b"99999999999999999999 " * 3 + b"\n", "labels.txt:1: expected 'UTT id id ...'"),
+    ],
+)  # fmt: skip
+def test_label_files_that_are_not_text_or_ids_are_one_line(tmp_path, content, fragment):
+    data = _kaldi_dir(tmp_path / "data")
+    (data / "phones.txt").write_text("SIL 0\nAA 1\nAE 2\n")
+    (data / "labels.txt").write_bytes(content)
+    result = cli("probe", "phone", "--data", str(data), "--labels", str(data / "labels.txt"),
+                 "--model", "mfcc", "--quiet")  # fmt: skip
+    assert_one_line_error(result, fragment)
+
+
+def test_figures_check_their_output_folder_first(tmp_path):
+    (tmp_path / "file.txt").write_text("not a folder")
+    out = str(tmp_path / "file.txt" / "fig.png")
+    result = cli("tsne", "--data", str(REPO / "examples" / "audio"), "--model", "random",
+                 "--out", out)  # fmt: skip
+    assert_one_line_error(result, "file.txt is a file, expected a folder")
+    (tmp_path / "log.jsonl").write_bytes(b'{"step": 1}\n\xff\n')
+    assert_one_line_error(
+        cli("plot-steps", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "a.png")),
+        "log.jsonl: expected UTF-8 text, found byte 0xff at offset 12",
+    )
+    assert_one_line_error(
+        cli("plot-steps", str(tmp_path / "log.jsonl"), "--out", out), "file.txt is a file"
+    )
