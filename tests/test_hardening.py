@@ -505,3 +505,32 @@ def test_figures_check_their_output_folder_first(tmp_path):
     assert_one_line_error(
         cli("plot-steps", str(tmp_path / "log.jsonl"), "--out", out), "file.txt is a file"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["--stage", "5"], {}, "--stage: expected a number 1-4, found 5"),
+        (["--stage", "3", "--stop-stage", "1"], {}, "--stage 3 is after --stop-stage 1"),
+        (["--data-dir", "file.txt/d"], {}, "--data-dir: cannot create or write the folder"),
+        ([], {"DOWNLOAD_RETRIES": "abc"}, "DOWNLOAD_RETRIES: expected a whole number >= 1"),
+        ([], {"DOWNLOAD_RETRIES": "0"}, "DOWNLOAD_RETRIES: expected a whole number >= 1"),
+    ],
+)
+def test_prepare_sh_refuses_nonsense_before_any_work(tmp_path, args, env, fragment):
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("prepare.sh needs bash")
+    (tmp_path / "file.txt").write_text("not a folder")
+    args = [str(tmp_path / a) if a.startswith("file.txt") else a for a in args]
+    if "--data-dir" not in args:
+        args += ["--data-dir", str(tmp_path / "data")]
+    proc = subprocess.run(
+        ["bash", str(REPO / "recipes" / "librispeech" / "prepare.sh"), *args],
+        env={**os.environ, **env, "LIBRISPEECH_URL": "http://127.0.0.1:9/none"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0 and fragment in proc.stderr, (proc.returncode, proc.stderr)
+    assert "done" not in proc.stdout and not (tmp_path / "data" / "downloads").exists()
