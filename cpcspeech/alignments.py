@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cpcspeech.errors import AlignmentError
+from cpcspeech.files import read_text
 
 FRAME_SHIFT_SECONDS = 0.01
 """Label frames are 10 ms apart (Kaldi's frame shift; 160 samples at 16 kHz)."""
@@ -117,13 +118,21 @@ def read_phone_table(path: str | Path) -> dict[int, str]:
             f"{path}: expected a phone symbol table (SYMBOL ID per line), found none"
         )
     table: dict[int, str] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    first_line: dict[int, int] = {}
+    for line_no, line in enumerate(read_text(path, AlignmentError).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or not _is_int(parts[1]):
             raise AlignmentError(f"{path}:{line_no}: expected 'SYMBOL ID', found {line.strip()!r}")
-        table[int(parts[1])] = parts[0]
+        symbol, phone_id = parts[0], int(parts[1])
+        if phone_id in table:  # the last one winning would silently relabel frames
+            raise AlignmentError(
+                f"{path}:{line_no}: id {phone_id} given to {symbol!r}, but line "
+                f"{first_line[phone_id]} already gives it to {table[phone_id]!r}; expected each "
+                "id once"
+            )
+        table[phone_id], first_line[phone_id] = symbol, line_no
     if not table:
         raise AlignmentError(f"{path}: expected at least one 'SYMBOL ID' line, found none")
     return table
@@ -245,12 +254,11 @@ def detect_format(path: str | Path) -> str:
         return "ctm"
     if not path.is_file():
         raise AlignmentError(f"{path}: expected an alignment file or TextGrid folder, found none")
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                break
-        else:
-            raise AlignmentError(f"{path}: expected alignment lines, found an empty file")
+    for line in read_text(path, AlignmentError).splitlines():
+        if line.strip():
+            break
+    else:
+        raise AlignmentError(f"{path}: expected alignment lines, found an empty file")
     if "ooTextFile" in line:
         return "textgrid"
     parts = line.split()
@@ -342,7 +350,7 @@ def match_frames(features, labels, tolerance: int = 2):
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise AlignmentError(f"{path}: expected an alignment file, found none")
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_text(path, AlignmentError).splitlines()
 
 
 def _read_id_lines(path: Path) -> dict[str, np.ndarray]:
@@ -353,7 +361,7 @@ def _read_id_lines(path: Path) -> dict[str, np.ndarray]:
             continue
         try:
             ids = np.asarray([int(p) for p in parts[1:]], dtype=np.int64)
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:  # OverflowError: beyond int64
             raise AlignmentError(
                 f"{path}:{line_no}: expected 'UTT id id ...' with integer ids, found "
                 f"{line.strip()[:80]!r}"
@@ -411,7 +419,7 @@ _TG_KEY_VALUE = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
 
 
 def _parse_textgrid_tier(path: Path, tier: str) -> list[tuple[float, float, str]]:
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path, AlignmentError, encoding="utf-8-sig").splitlines()
     if not lines or "ooTextFile" not in lines[0]:
         raise AlignmentError(
             f"{path}: expected a Praat TextGrid starting with 'File type = \"ooTextFile\"', "

@@ -5,6 +5,7 @@ Resampling uses soxr ("HQ"); its output length for n input samples is floor(n * 
 
 import io
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,10 @@ MIN_SAMPLES = 159
 """CPCModel().min_samples: the fewest 16 kHz samples that give one frame."""
 
 RESAMPLE_QUALITY = "HQ"
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 768000
+"""Sample rates accepted in a file header; outside them a garbled header is far likelier than audio
+(and 1 Hz would resample every frame to 16000 samples)."""
+READ_BLOCK = 1 << 20  # frames per read when the header's frame count is not plausible
 
 AUDIO_EXTENSIONS = frozenset(
     {
@@ -72,6 +77,69 @@ def _check_file(path: Path) -> None:
         raise AudioError(path, "empty file (0 bytes), expected audio")
 
 
+def _check_wav_data_chunk(path: Path) -> None:
+    """A RIFF/WAVE file whose data chunk promises more bytes than the file holds is truncated.
+
+    libsndfile quietly reads what is there, so this reads the chunk list itself. A data size of
+    0 or 0xFFFFFFFF (streaming writers that never came back to fill it in) is not checked.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        pos, block_align = 12, 0
+        for _ in range(1000):  # a bound on the chunks walked, for garbled files
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            chunk_id, length = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+            if chunk_id == b"fmt ":
+                fmt = f.read(16)
+                if len(fmt) == 16:
+                    block_align = struct.unpack(endian + "H", fmt[12:14])[0]
+            elif chunk_id == b"data":
+                available = size - pos - 8
+                if length in (0, 0xFFFFFFFF) or length <= available:
+                    return
+                if block_align:
+                    promised, holds = length // block_align, available // block_align
+                    what = f"{promised} frames ({length} bytes), the file holds {holds}"
+                else:
+                    what = f"{length} bytes of audio, the file holds {available}"
+                raise AudioError(path, f"truncated: the WAV header promises {what}")
+            pos += 8 + length + (length & 1)
+
+
+def _check_rate(path: Path, rate: int) -> None:
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioError(
+            path,
+            f"sample rate {rate} Hz in the header, expected {MIN_SOURCE_RATE} to "
+            f"{MAX_SOURCE_RATE} Hz (a garbled header?)",
+        )
+
+
+def _read_frames(f: sf.SoundFile, size: int) -> np.ndarray:
+    """All frames of an open file as (N, channels) float32.
+
+    soundfile sizes its output from the header's frame count, which a garbled header can set to
+    billions; when the count is beyond what ``size`` bytes could plausibly decode to (1000 frames
+    per byte, more than FLAC gives for silence), read in blocks so memory follows the data.
+    """
+    if f.frames * f.channels <= 1000 * size:
+        return f.read(dtype="float32", always_2d=True)
+    blocks = []
+    while True:
+        block = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+
+
 def _open_error(path: object, err: Exception) -> AudioError:
     return AudioError(path, f"not a readable audio file ({err})")
 
@@ -96,10 +164,12 @@ def audio_info(
     decoding (missing, not audio, empty, too short)."""
     path = Path(path)
     _check_file(path)
+    _check_wav_data_chunk(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise _open_error(path, err) from err
+    _check_rate(path, info.samplerate)
     num_samples = resampled_length(info.frames, info.samplerate, sample_rate)
     _check_length(path, num_samples, info.frames, sample_rate, min_samples)
     return AudioInfo(str(path), info.samplerate, info.frames, info.channels, num_samples)
@@ -121,15 +191,25 @@ def load_audio(
         wav: (N,) float32, N = floor(frames * sample_rate / file_rate + 1/2).
 
     Raises:
-        AudioError: missing, not audio, empty, fewer than ``min_samples`` samples after
-            resampling, or NaN/inf samples.
+        AudioError: missing, not audio, empty, truncated (fewer frames than the header
+            promises), fewer than ``min_samples`` samples after resampling, or NaN/inf samples.
     """
     path = Path(path)
     _check_file(path)
+    _check_wav_data_chunk(path)
     try:
-        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+        with sf.SoundFile(os.fsencode(path)) as f:
+            promised, source_rate = f.frames, f.samplerate
+            _check_rate(path, source_rate)
+            data = _read_frames(f, path.stat().st_size)  # (N, channels)
+    except AudioError:
+        raise
     except Exception as err:
         raise _open_error(path, err) from err
+    if 0 < data.shape[0] < promised:
+        raise AudioError(
+            path, f"truncated: the header promises {promised} frames, decoding gave {data.shape[0]}"
+        )
     return to_mono(path, data, source_rate, sample_rate, min_samples)
 
 

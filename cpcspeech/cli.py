@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cpcspeech.errors import CPCSpeechError
 
@@ -24,7 +25,8 @@ console = Console(stderr=True)
 
 def fail(err: Exception, code: int = 2) -> NoReturn:
     """Print a user-facing error without a traceback and exit non-zero."""
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -327,7 +329,7 @@ def probe(
         if labels is None:
             fail(ValueError("--table needs --labels (phone labels)"))
         spec = None if model in ("mfcc", "random") else model
-        budget = SupervisedBudget(steps=supervised_steps) if supervised_steps > 0 else None
+        budget = run_guarded(SupervisedBudget, steps=supervised_steps) if supervised_steps else None
         results, markdown = run_guarded(
             run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
             **common,

@@ -6,6 +6,7 @@ PyYAML reads ``1e-4`` as a string. Sections: model, loss, data, optim, train, au
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -248,6 +249,111 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one numeric field: ``low <= value <= high`` (``>`` with ``low_open``).
+
+    ``None`` leaves a side unbounded (but the value must be finite). For tuple fields the bound
+    applies to each item, and ``max_items`` bounds the length.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    max_items: int | None = None
+
+    def describe(self) -> str:
+        low = "-inf" if self.low is None else _number(self.low)
+        high = "inf" if self.high is None else _number(self.high)
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
+        return f"{left}{low}, {high}{right}"
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ConfigError naming the field, the allowed range and the value found."""
+        items = value if isinstance(value, tuple) else (value,)
+        if self.max_items is not None and len(items) > self.max_items:
+            raise ConfigError(
+                f"{name} must have at most {self.max_items} values; found {len(items)}"
+            )
+        for item in items:
+            if not self.contains(item):
+                each = " (each value)" if isinstance(value, tuple) else ""
+                raise ConfigError(
+                    f"{name} must be in {self.describe()}{each}; found {item!r}"
+                    + (f" in {list(value)}" if isinstance(value, tuple) else "")
+                )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+_SIZE = 4096  # widest plausible layer; with the safetensors header check it bounds memory early
+_SEED = Range(0, 2**32 - 1)
+_COUNT = Range(0, 10**9)
+_POSITIVE = Range(1, 10**9)
+RANGES: dict[str, dict[str, Range]] = {
+    "ModelConfig": {
+        "sample_rate": Range(1000, 192000),
+        "encoder_channels": Range(1, _SIZE),
+        "encoder_kernels": Range(1, 1024, max_items=32),
+        "encoder_strides": Range(1, 1024, max_items=32),
+        "encoder_paddings": Range(0, 1024, max_items=32),
+        "context_dim": Range(1, _SIZE),
+        "context_layers": Range(1, 32),
+    },
+    "LossConfig": {
+        "prediction_steps": Range(1, 1000),
+        "num_negatives": Range(1, 100_000),
+    },
+    "DataConfig": {
+        "window": Range(1, 16000 * 600),
+        "batch_size": Range(1, 1_000_000),
+        "speakers_per_batch": Range(0, 1_000_000),
+        "num_workers": Range(0, 1024),
+        "seed": _SEED,
+    },
+    "OptimConfig": {
+        "lr": Range(0, 10, low_open=True),
+        "betas": Range(0, 1, high_open=True),
+        "weight_decay": Range(0, None),
+        "warmup_steps": _COUNT,
+        "head_lr": Range(0, 10),
+        "grad_clip": Range(0, None),
+    },
+    "TrainConfig": {
+        "max_steps": _POSITIVE,
+        "log_every": _POSITIVE,
+        "valid_every": _POSITIVE,
+        "valid_batches": _COUNT,
+        "checkpoint_every": _POSITIVE,
+        "keep_last": _COUNT,
+        "seed": _SEED,
+    },
+}
+"""The allowed range of every numeric field, by section class and field name; checked whenever a
+section is read from YAML, JSON or ``--set`` (:func:`section_from_dict`)."""
+
+
+def check_ranges(cls: type, values: dict[str, Any], where: str) -> None:
+    """Check the numeric values given for section ``cls`` against :data:`RANGES`."""
+    table = RANGES.get(cls.__name__, {})
+    for name, value in values.items():
+        if name in table and not isinstance(value, bool):
+            table[name].check(f"{where}.{name}", value)
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {list(choices)}; found {value!r}")
@@ -299,7 +405,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if isinstance(value, (dict, list)):
                 raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         name = getattr(tp, "__name__", str(tp))
         raise ConfigError(f"{where}: expected {name}, found {value!r}") from None
     return value
@@ -308,13 +414,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def section_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     """Build one dataclass section from a mapping; unknown keys are errors."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, found {values!r}")
+        raise ConfigError(f"{where}: expected a mapping, found {_short(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    check_ranges(cls, kwargs, where)  # before __post_init__, so its message is the range's
     return cls(**kwargs)
 
 
@@ -322,7 +429,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """Build a Config from a nested mapping (sections model, loss, data, optim, train)."""
     values = values or {}
     if not isinstance(values, dict):
-        raise ConfigError(f"config: expected a mapping of sections, found {values!r}")
+        raise ConfigError(f"config: expected a mapping of sections, found {_short(values)}")
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
     hints = typing.get_type_hints(Config)
     unknown = sorted(set(values) - set(sections))
@@ -342,14 +449,60 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings to a nested mapping; values are parsed as YAML."""
-    out = {k: dict(v or {}) for k, v in (values or {}).items()}
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: expected a mapping of sections, found {_short(values)}")
+    for name, section in values.items():
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(
+                f"config section {name!r}: expected a mapping of keys, found {_short(section)}"
+            )
+    out = {k: dict(v or {}) for k, v in values.items()}
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"--set expects section.key=value; found {item!r}")
         dotted, raw = item.split("=", 1)
         section, key = dotted.strip().split(".", 1)
-        out.setdefault(section, {})[key] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML ({_first_line(err)})"
+            ) from None
+        out.setdefault(section, {})[key] = value
     return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for an error message: its type and a repr cut to ``limit`` characters."""
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _first_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file; syntax and encoding errors become one-line ConfigErrors with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise ConfigError(
+            f"{where}: expected valid YAML, found a syntax error ({problem})"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#x}"
+        ) from None
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
@@ -359,10 +512,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     placeholder ``???`` is an error that names the key.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        values = yaml.safe_load(f) or {}
+    values = read_yaml(path)
     cfg = config_from_dict(apply_overrides(values, overrides or []))
     for key in ("root", "train_list", "valid_list"):
         value = getattr(cfg.data, key)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpcspeech.errors import CorpusError
+from cpcspeech.files import read_text
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64")
 
@@ -31,18 +32,17 @@ def read_kaldi_table(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise CorpusError(f"expected Kaldi table {path}, found no such file")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise CorpusError(f"{path}:{lineno}: expected 'KEY VALUE', found {line!r}")
-            key, value = parts
-            if key in table:
-                raise CorpusError(f"{path}:{lineno}: duplicate key {key!r}")
-            table[key] = value.strip()
+    for lineno, line in enumerate(read_text(path, CorpusError).splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise CorpusError(f"{path}:{lineno}: expected 'KEY VALUE', found {line!r}")
+        key, value = parts
+        if key in table:
+            raise CorpusError(f"{path}:{lineno}: duplicate key {key!r}")
+        table[key] = value.strip()
     return table
 
 
@@ -52,11 +52,10 @@ def read_utt_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise CorpusError(f"expected utterance list {path}, found no such file")
     ids = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.split()
-            if parts:
-                ids.append(parts[0])
+    for line in read_text(path, CorpusError).splitlines():
+        parts = line.split()
+        if parts:
+            ids.append(parts[0])
     if not ids:
         raise CorpusError(f"utterance list {path} is empty")
     return ids

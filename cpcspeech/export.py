@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
+from cpcspeech.files import check_writable_folder, temp_dir
 from cpcspeech.pretrained import (
     CARD_NAME,
     CONFIG_NAME,
@@ -60,8 +61,8 @@ def export_model(
         raise CPCSpeechError(f"export: {out_dir} already exists; choose a new folder or overwrite")
     if out_dir.resolve() == source.directory.resolve():
         raise CPCSpeechError(f"export: the output {out_dir} is the checkpoint itself")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    check_writable_folder(out_dir.parent, f"export: {out_dir}")
+    tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")
     try:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copyfile(source.directory / name, tmp / name)
@@ -243,7 +244,7 @@ def push_model(
             f"push: expected a model card {out_dir / CARD_NAME}, found none; "
             "make the folder with `cpcspeech export`"
         )
-    repo_id, _ = parse_repo_spec(repo_id)
+    repo_id, revision = parse_repo_spec(repo_id, revision)  # checks the id and the branch name
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 

@@ -8,7 +8,7 @@ is a Kaldi archive and its index (see kaldi.py, which also reads piped wav.scp e
 
 import io
 import os
-import tempfile
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ import torch
 from cpcspeech import kaldi
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
+from cpcspeech.files import check_writable_folder, temp_sibling
 from cpcspeech.model import CPCModel
 from cpcspeech.pretrained import locate_model
 
@@ -278,9 +279,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
+    return temp_sibling(directory / name)
 
 
 class _StackedNpy:
@@ -330,35 +329,59 @@ class _StackedNpy:
         self.array = None
 
 
-def _write_index(path: Path, files: list[FileResult]) -> None:
-    def clean(text: str) -> str:
-        return " ".join(str(text).split())  # no tabs or newlines inside a field
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
-    with open(path, "w", encoding="utf-8") as f:
+
+def escape_field(text: str) -> str:
+    """One ``.index.tsv`` field: backslash, tab, newline and CR become ``\\\\``, ``\\t``,
+    ``\\n``, ``\\r`` (the escapes of PostgreSQL's text COPY format), so any file name fits."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of :func:`escape_field`."""
+    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def _write_index(path: Path, files: list[FileResult]) -> None:
+    # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write("\t".join(INDEX_COLUMNS) + "\n")
         for r in files:
             row = (
-                clean(r.input.source),
+                r.input.source,
                 str(r.first_row),
                 str(r.num_frames),
                 f"{r.seconds:.4f}",
-                clean(r.status),
-                clean(r.input.id),
+                r.status,
+                r.input.id,
             )
-            f.write("\t".join(row) + "\n")
+            f.write("\t".join(escape_field(v) for v in row) + "\n")
 
 
 def read_index(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a ``.index.tsv`` written by :func:`extract_features` into one dict per file."""
-    with open(path, encoding="utf-8") as f:
+    """Read a ``.index.tsv`` written by :func:`extract_features` into one dict per file.
+
+    Fields are unescaped (:func:`escape_field`), so ``path`` is the file name exactly.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
         header = f.readline().rstrip("\n").split("\t")
-        return [dict(zip(header, line.rstrip("\n").split("\t"), strict=True)) for line in f]
+        return [
+            dict(zip(header, map(unescape_field, line.rstrip("\n").split("\t")), strict=True))
+            for line in f
+        ]
 
 
 def index_path_for(out: str | os.PathLike) -> Path:
     """feats.npy -> feats.index.tsv (same folder)."""
     out = Path(out)
     return out.with_name(out.stem + ".index.tsv")
+
+
+def _check_writable(out: Path, mode: str) -> None:
+    """The output folder must take files before any audio is read or features computed."""
+    check_writable_folder(out if mode == "dir" else out.parent, f"--out {out}")
 
 
 def _output_mode(out: str | os.PathLike) -> str:
@@ -440,9 +463,12 @@ def extract_features(
         raise CPCSpeechError(f"layer: expected one of {LAYERS}, found {layer!r}")
     if precision not in ("fp32", "bf16"):
         raise CPCSpeechError(f"precision: expected 'fp32' or 'bf16', found {precision!r}")
-    if not chunk_seconds > 0:
-        raise CPCSpeechError(f"chunk_seconds: expected > 0, found {chunk_seconds}")
+    if not 0 < chunk_seconds < float("inf"):
+        raise CPCSpeechError(
+            f"--chunk-seconds: expected a finite number > 0, found {chunk_seconds}"
+        )
     mode = _output_mode(out)
+    _check_writable(Path(out), mode)
     if inputs and all(isinstance(x, AudioInput) for x in inputs):
         items = list(inputs)
     else:
@@ -517,6 +543,7 @@ def extract_features(
                             precision=precision,
                         )  # (T, D)
                         feats = feats.to("cpu", torch.float32).numpy()
+                        _check_finite_features(item, feats)
                         seconds = info.seconds or wav.shape[0] / model.sample_rate  # 0: a command
                         result = FileResult(item, 0, feats.shape[0], seconds, "ok")
                         if writer is not None:
@@ -582,6 +609,16 @@ def _check_unique_ids(items: list[AudioInput]) -> None:
                 f"key {item.id!r}; expected each key once"
             )
         seen[item.id] = item
+
+
+def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:
+    """feats: (T, D). NaN/inf features mean the model, not the (finite) audio, is at fault: stop."""
+    finite = np.isfinite(feats)
+    if not finite.all():
+        raise CPCSpeechError(
+            f"{item.path}: expected finite features, the model gave {feats.size - finite.sum()} "
+            f"NaN/inf value(s) of {feats.size}; check the weights (and try --precision fp32)"
+        )
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:

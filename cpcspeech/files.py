@@ -1,24 +1,84 @@
-"""Atomic text files: written beside the target, then renamed into place."""
+"""Atomic outputs: written beside the target under a temporary name, then renamed into place.
+
+Temporary files and folders get the mode ``open()`` and ``mkdir()`` would give (0666 / 0777 less
+the umask), not tempfile's private 0600 / 0700, so outputs on a shared machine stay readable.
+"""
 
 import os
 import tempfile
 from pathlib import Path
 
+from cpcspeech.errors import CPCSpeechError
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode a new file (0o666) or folder (0o777) gets under the process's current umask."""
+    try:  # Linux >= 4.7 reports it without changing it (os.umask is a race with other threads)
+        with open("/proc/self/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def temp_sibling(path: str | os.PathLike) -> Path:
+    """A new empty file beside ``path`` (same folder, so ``os.replace`` is atomic), umask mode."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, umask_mode())
+    return Path(tmp)
+
+
+def temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new empty folder under ``parent`` with the umask mode (mkdtemp alone gives 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
+
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and ``os.replace``.
 
-    The parent folder is created if needed; the file gets mode 0644 (mkstemp's 0600 would hide
-    logs and results from other users of a shared machine).
+    The parent folder is created if needed; the file gets the umask mode, as ``open()`` gives.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_sibling(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def read_text(path: str | os.PathLike, error: type[Exception], encoding: str = "utf-8") -> str:
+    """A text input file's content; bytes that are not UTF-8 raise ``error`` (a CPCSpeechError
+    kind) naming the file, the byte and its offset, instead of a UnicodeDecodeError traceback."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} at offset "
+            f"{err.start}"
+        ) from None
+
+
+def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> None:
+    """Create ``folder`` if needed and write a probe file in it, so a bad output location fails
+    before any work: a file in the way, no permission or a read-only disk become one line."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temp_sibling(folder / "write-test").unlink()
+    except OSError as err:
+        blocker = next((p for p in [folder, *folder.parents] if p.is_file()), None)
+        reason = (
+            f"{blocker} is a file, expected a folder"
+            if blocker is not None
+            else f"{type(err).__name__}: {err.strerror or err}"
+        )
+        raise CPCSpeechError(f"{option}: cannot write in {folder} ({reason})") from None

@@ -5,8 +5,8 @@ The W_k prediction heads belong to the loss (``cpcspeech.loss``), not to this mo
 
 import dataclasses
 import json
+import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ModelLoadError
+from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -247,8 +248,8 @@ class CPCModel(nn.Module):
             raise ValueError(f"Expected layer 'c' or 'z'. Found: {layer!r}")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"Expected precision 'fp32' or 'bf16'. Found: {precision!r}")
-        if not chunk_seconds > 0:
-            raise ValueError(f"Expected chunk_seconds > 0. Found: {chunk_seconds}")
+        if not 0 < chunk_seconds < math.inf:
+            raise ValueError(f"Expected a finite chunk_seconds > 0. Found: {chunk_seconds}")
         if isinstance(wav, np.ndarray):
             wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         if wav.dim() == 2 and wav.shape[0] == 1:
@@ -297,15 +298,11 @@ class CPCModel(nn.Module):
         meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION}
         meta.update(json.loads(json.dumps(dataclasses.asdict(self.config))))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"format": "pt"})
+        tmp = temp_sibling(directory / WEIGHTS_NAME)
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, umask_mode())  # safetensors creates its files with mode 0600
         os.replace(tmp, directory / WEIGHTS_NAME)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, directory / CONFIG_NAME)
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
@@ -330,14 +327,20 @@ class CPCModel(nn.Module):
     ) -> "CPCModel":
         """Load config.json + model.safetensors from a local directory, strictly."""
         directory = Path(directory)
-        config = read_model_config(directory)
+        config = read_model_config(directory)  # every size within RANGES
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
             raise ModelLoadError(f"{directory}: expected {WEIGHTS_NAME}, found none")
+        # Nothing is allocated until the header agrees with the config: a config.json asking for
+        # huge layers fails here, in milliseconds, whatever the weights file holds.
+        check_header_matches(cls, config, read_safetensors_header(weights), str(weights))
         try:
             state = load_file(str(weights), device=str(map_location))
         except Exception as err:  # safetensors raises several types for corrupt files
-            raise ModelLoadError(f"{weights}: not a valid safetensors file ({err})") from err
+            raise ModelLoadError(
+                f"{weights}: not a valid safetensors file ({_one_line(err)})"
+            ) from err
+        check_finite(state, str(weights))
         model = cls(config)
         load_state_strict(model, state, str(weights))
         return model.to(map_location)
@@ -365,24 +368,141 @@ def read_model_config(directory: str | os.PathLike) -> ModelConfig:
         )
     values = {k: v for k, v in meta.items() if k not in ("model_type", "format_version")}
     try:
-        return section_from_dict(ModelConfig, values, f"{path}")
+        return section_from_dict(ModelConfig, values, "model")
     except Exception as err:
-        raise ModelLoadError(f"{path}: incompatible model config ({err})") from err
+        raise ModelLoadError(f"{path}: incompatible model config: {err}") from err
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _names(names: list[str], limit: int = 4) -> str:
+    """A short list for an error message: the first few names and how many more."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{f', ... and {len(names) - limit} more' if len(names) > limit else ''}]"
+
+
+def _compare_shapes(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: str
+) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{source}: weights do not match the model config; missing {_names(missing)}, "
+            f"unexpected {_names(unexpected)}"
+        )
+    for key, shape in expected.items():
+        if tuple(found[key]) != tuple(shape):
+            raise ModelLoadError(
+                f"{source}: tensor {key} expected shape {tuple(shape)} (from the model config), "
+                f"found {tuple(found[key])}"
+            )
+
+
+SAFETENSORS_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, shape) from a safetensors file's header, without reading tensors.
+
+    The format: 8 bytes little-endian header length n, then n bytes of JSON mapping each name to
+    ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets into the data after the header).
+    Offsets and sizes are checked against the file size, so the tensors can be no larger than
+    the file.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _not_safetensors(path, f"{size} bytes")
+        length = int.from_bytes(prefix, "little")
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise _not_safetensors(path, f"header length {length} in a {size}-byte file")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _not_safetensors(path, f"header is not JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise _not_safetensors(path, "header is not a mapping")
+    data_bytes = size - 8 - length
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (TypeError, KeyError, ValueError):
+            raise _not_safetensors(path, f"malformed entry {name!r}") from None
+        if dtype not in SAFETENSORS_FLOAT_DTYPES:
+            raise ModelLoadError(
+                f"{path}: tensor {name} expected a float dtype {SAFETENSORS_FLOAT_DTYPES}, "
+                f"found {dtype!r}"
+            )
+        itemsize = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}[dtype]
+        if any(d < 0 for d in shape) or not 0 <= begin <= end <= data_bytes:
+            raise _not_safetensors(
+                path, f"tensor {name} at bytes {begin}..{end} of {data_bytes}; truncated?"
+            )
+        if math.prod(shape) * itemsize != end - begin:
+            raise _not_safetensors(path, f"tensor {name} of shape {shape} in {end - begin} bytes")
+        out[name] = (dtype, shape)
+    return out
+
+
+def _not_safetensors(path: Path, reason: str) -> ModelLoadError:
+    return ModelLoadError(f"{path}: not a valid safetensors file ({reason})")
+
+
+def expected_shapes(cls: type, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape the model built from ``config`` holds, on the meta device.
+
+    Built generically (no per-architecture arithmetic), and without allocating memory.
+    """
+    with torch.device("meta"):
+        model = cls(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_header_matches(
+    cls: type,
+    config: ModelConfig,
+    header: dict[str, tuple[str, tuple[int, ...]]],
+    source: str,
+) -> None:
+    """ModelLoadError unless the header holds exactly the tensors ``config`` implies."""
+    _compare_shapes(
+        expected_shapes(cls, config), {k: shape for k, (_, shape) in header.items()}, source
+    )
+
+
+def check_finite(state: dict[str, Tensor], source: str) -> None:
+    """ModelLoadError naming the first tensor that holds NaN or inf, and how many in all."""
+    bad = {}
+    for key, value in state.items():
+        if value.is_floating_point():
+            count = int(value.numel() - torch.isfinite(value).sum())
+            if count:
+                bad[key] = count
+    if bad:
+        first = next(iter(bad))
+        raise ModelLoadError(
+            f"{source}: expected finite weights, found {sum(bad.values())} NaN/inf value(s) in "
+            f"{len(bad)} tensor(s) (first: {first}, {bad[first]} of {state[first].numel()})"
+        )
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """load_state_dict with strict=True, re-raised as ModelLoadError naming the tensors."""
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{source}: weights do not match the model; missing {missing}, unexpected {unexpected}"
-        )
-    for key, value in model.state_dict().items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise ModelLoadError(
-                f"{source}: tensor {key} expected shape {tuple(value.shape)}, "
-                f"found {tuple(state[key].shape)}"
-            )
+    _compare_shapes(
+        {k: tuple(v.shape) for k, v in model.state_dict().items()},
+        {k: tuple(v.shape) for k, v in state.items()},
+        source,
+    )
     model.load_state_dict(state, strict=True)

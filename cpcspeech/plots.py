@@ -2,10 +2,10 @@
 InfoNCE prediction accuracy against the step k (Figure 3). Written headless with Agg."""
 
 import csv
+import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import torch
 
 from cpcspeech.corpus import Utterance
 from cpcspeech.errors import CPCSpeechError
+from cpcspeech.files import check_writable_folder, read_text, temp_sibling
 from cpcspeech.model import CPCModel
 
 PLOTS_EXTRA_HINT = "pip install 'cpcspeech[plots]'"
@@ -49,6 +50,7 @@ def _check_png_path(out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     if out.suffix.lower() != ".png":
         raise CPCSpeechError(f"--out {out}: expected a path ending in .png, found {out.suffix!r}")
+    check_writable_folder(out.parent, f"--out {out}")  # before any features or t-SNE
     return out
 
 
@@ -56,9 +58,9 @@ def _save_png(figure, out_png: str | os.PathLike) -> Path:
     """Write ``figure`` to ``out_png`` atomically: a temporary PNG beside it, then rename."""
     out = _check_png_path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = temp_sibling(out)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             figure.savefig(f, format="png", bbox_inches="tight")
         os.replace(tmp, out)
     except BaseException:
@@ -283,7 +285,7 @@ def _as_accuracy(value: object, where: str) -> float:
 
 def _read_log_records(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text(path, CPCSpeechError).splitlines()
         last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
         records = []
         for i, line in enumerate(lines):
@@ -300,8 +302,8 @@ def _read_log_records(path: Path) -> list[dict]:
             records.append(record)
         return records
     if path.suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+        text = read_text(path, CPCSpeechError)
+        return [dict(row) for row in csv.DictReader(io.StringIO(text, newline=""))]
     raise CPCSpeechError(f"{path}: expected a log.jsonl or log.csv file, found {path.suffix!r}")
 
 
@@ -329,7 +331,7 @@ def _accuracy_from_log(path: Path) -> tuple[list[float], str]:
 
 def _accuracy_from_meta(path: Path) -> tuple[list[float], str]:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(read_text(path, CPCSpeechError))
     except json.JSONDecodeError as err:
         raise CPCSpeechError(f"{path}: not valid JSON ({err})") from err
     values = meta.get("valid_accuracy") if isinstance(meta, dict) else None

@@ -49,6 +49,10 @@ ALIASES = {"default": "cpc-speechocean762"}
 # validate_repo_id gives the detailed rules and is applied afterwards).
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+# A revision is a branch, tag or commit (git ref names, minus the characters git forbids); checked
+# before any network use, so a typo is not reported as a connection failure.
+_REVISION = re.compile(r"^[A-Za-z0-9_][\w./-]{0,254}$")
+
 ACCEPTED_FORMS = (
     "accepted model specs: a shipped name (" + ", ".join(sorted({*ALIASES, *SHIPPED})) + "); "
     "a local model directory (config.json + model.safetensors); a training checkpoint folder "
@@ -280,13 +284,19 @@ def parse_repo_spec(spec: str, revision: str | None = None) -> tuple[str, str | 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ModelLoadError(f"model {spec!r}: invalid Hub repo id ({err})") from err
+        raise ModelLoadError(f"model {spec!r}: invalid Hub repo id ({_first_line(err)})") from err
     if suffix and revision and suffix != revision:
         raise ModelLoadError(
             f"model {spec!r}: revision given twice and they differ: {suffix!r} in the spec, "
             f"{revision!r} as the revision argument"
         )
-    return repo_id, (suffix or revision or None)
+    chosen = suffix or revision or None
+    if chosen is not None and (not _REVISION.fullmatch(chosen) or ".." in chosen):
+        raise ModelLoadError(
+            f"model {spec!r}: revision {chosen!r} is not a branch, tag or commit name; expected "
+            "letters, digits and '.', '_', '-', '/' (at most 255, no '..')"
+        )
+    return repo_id, chosen
 
 
 def hub_source(

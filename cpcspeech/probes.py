@@ -26,7 +26,8 @@ from cpcspeech.audio import audio_info, load_audio
 from cpcspeech.config import load_config
 from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import AlignmentError, CPCSpeechError
-from cpcspeech.files import write_text_atomic
+from cpcspeech.extract import resolve_device
+from cpcspeech.files import check_writable_folder, write_text_atomic
 from cpcspeech.mfcc import MFCC_DIM, mfcc_features
 from cpcspeech.model import CPCModel
 
@@ -337,6 +338,15 @@ class SupervisedBudget:
     lr: float = 1e-3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "window"):
+            if getattr(self, name) < 1:
+                raise CPCSpeechError(
+                    f"supervised {name}: expected >= 1, found {getattr(self, name)}"
+                )
+        if not 0 < self.lr < math.inf:
+            raise CPCSpeechError(f"supervised lr: expected a finite value > 0, found {self.lr}")
+
     def describe(self) -> str:
         return (
             f"{self.steps} Adam steps x {self.batch_size} windows of {self.window} samples, "
@@ -607,6 +617,7 @@ def run_probe(
     ``out_dir/probe-TASK-MODEL.json`` (atomically; MODEL is the spec's last path component).
     """
     _check_task(task, speaker_mode)
+    _check_options(layer, hidden, epochs, device, out_dir)
     probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
     source = load_feature_source(model_spec, layer=layer, seed=seed, device=device)
     result = probe_source(
@@ -689,6 +700,8 @@ def run_table(
     Returns:
         the results and the markdown table.
     """
+    _check_task(TASKS[0], speaker_mode)
+    _check_options(layer, hidden, epochs, device, out_dir)
     probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
     specs = ["random", "mfcc"] + ([model_spec] if model_spec else [])
     results: list[ProbeResult] = []
@@ -769,6 +782,22 @@ def _check_task(task: str, speaker_mode: str) -> None:
         raise CPCSpeechError(
             f"speaker mode: expected one of {', '.join(SPEAKER_MODES)}, found {speaker_mode!r}"
         )
+
+
+def _check_options(
+    layer: str, hidden: int, epochs: int, device: str | torch.device, out_dir: object
+) -> None:
+    """Options that used to be ignored or silently clamped, checked before any work."""
+    if layer not in ("c", "z"):
+        raise CPCSpeechError(f"--layer: expected c or z, found {layer!r}")
+    if hidden < 0:
+        raise CPCSpeechError(f"--hidden: expected 0 (linear) or a width >= 1, found {hidden}")
+    if epochs < 1:
+        raise CPCSpeechError(f"--epochs: expected >= 1, found {epochs}")
+    if not isinstance(device, torch.device):
+        resolve_device(device)
+    if out_dir is not None:
+        check_writable_folder(out_dir)
 
 
 def _progress(enabled: bool):

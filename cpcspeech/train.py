@@ -5,11 +5,13 @@ as in the paper (section 3.1). A killed run resumed with ``resume=True`` repeats
 """
 
 import csv
+import hashlib
 import json
 import math
 import os
 import platform
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -21,12 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from cpcspeech.config import Config, OptimConfig, config_from_dict, config_to_dict, save_config
+from cpcspeech.config import (
+    Config,
+    OptimConfig,
+    config_from_dict,
+    config_to_dict,
+    read_yaml,
+    save_config,
+)
 from cpcspeech.data import (
     WindowBatch,
     WindowCorpus,
@@ -40,7 +48,7 @@ from cpcspeech.data import (
     rank_and_world,
 )
 from cpcspeech.errors import ConfigError, CPCSpeechError
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import temp_dir, temp_sibling, umask_mode, write_text_atomic
 from cpcspeech.loss import InfoNCE
 from cpcspeech.model import CPCModel, load_state_strict
 
@@ -185,16 +193,28 @@ def checkpoint_name(step: int) -> str:
 
 
 def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint folders (step-*) under out_dir/checkpoints, oldest first."""
+    """Complete checkpoint folders (step-NNNNNNNN) under out_dir/checkpoints, oldest first.
+
+    Folders moved aside as corrupt (``step-NNNNNNNN.corrupt``) are not listed.
+    """
     folder = Path(out_dir) / "checkpoints"
     if not folder.is_dir():
         return []
     found = [
         p
         for p in folder.iterdir()
-        if p.is_dir() and p.name.startswith("step-") and (p / TRAINER_NAME).is_file()
+        if p.is_dir() and re.fullmatch(r"step-\d+", p.name) and (p / TRAINER_NAME).is_file()
     ]
     return sorted(found, key=lambda p: p.name)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_checkpoint(
@@ -213,15 +233,16 @@ def write_checkpoint(
     folder = out_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{final.name}-"))
+    tmp = temp_dir(folder, prefix=f".tmp-{final.name}-")
     objective.model.save_pretrained(tmp)
     heads = {k: v.detach().cpu().contiguous() for k, v in objective.loss.state_dict().items()}
     save_file(heads, str(tmp / HEADS_NAME), metadata={"format": "pt"})
+    os.chmod(tmp / HEADS_NAME, umask_mode())  # safetensors creates its files with mode 0600
     torch.save(trainer_state, tmp / TRAINER_NAME)
     save_config(cfg, tmp / "config.yaml")
+    # Resume verifies these (verify_checkpoint): a truncated or garbled file is caught before use.
+    meta = {**meta, "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}}
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    for path in (tmp, *tmp.iterdir()):  # mkstemp/mkdtemp create private files; share them
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     if final.exists():  # the same step written again (e.g. a finished run resumed)
         trash = Path(tempfile.mkdtemp(dir=folder, prefix=f".old-{final.name}-"))
         os.replace(final, trash / final.name)
@@ -253,7 +274,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise TrainingError(f"{path}: cannot load trainer state ({err})") from err
+        raise TrainingError(f"{path}: cannot load trainer state ({_one_line(err)})") from err
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -275,8 +296,111 @@ def config_differences(saved: Config, current: Config) -> list[str]:
 
 
 def _read_checkpoint_config(path: Path) -> Config:
-    with open(path / "config.yaml", encoding="utf-8") as f:
-        return config_from_dict(yaml.safe_load(f))
+    return config_from_dict(read_yaml(path / "config.yaml"))
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Everything resume needs from one verified checkpoint folder, read into memory."""
+
+    path: Path
+    config: Config
+    model_state: dict[str, Tensor]
+    heads_state: dict[str, Tensor]
+    trainer_state: dict[str, Any]
+
+
+def verify_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Check a checkpoint's files against the sha256 sums in its meta.json, then read them.
+
+    Checkpoints written before the sums existed are only read. Any failure (missing, truncated
+    or garbled file) raises TrainingError with a one-line reason.
+    """
+    try:
+        meta = json.loads((path / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TrainingError(f"{path.name}: {META_NAME} unreadable ({_one_line(err)})") from None
+    sums = meta.get("sha256", {}) if isinstance(meta, dict) else None
+    if not isinstance(sums, dict):
+        raise TrainingError(f"{path.name}: {META_NAME} expected a mapping, found {type(meta)}")
+    for name, expected in sums.items():
+        if not (path / name).is_file():
+            raise TrainingError(f"{path.name}: {name} is missing")
+        found = file_sha256(path / name)
+        if found != expected:
+            raise TrainingError(
+                f"{path.name}: {name} sha256 expected {expected[:12]}..., found {found[:12]}..."
+            )
+    try:
+        config = _read_checkpoint_config(path)
+        model_state = load_file(str(path / "model.safetensors"))
+        heads_state = load_file(str(path / HEADS_NAME))
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise TrainingError(f"{path.name}: unreadable ({_one_line(err)})") from None
+    state = load_trainer_state(path / TRAINER_NAME)
+    return LoadedCheckpoint(path, config, model_state, heads_state, state)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def newest_verified_checkpoint(
+    checkpoints: list[Path], say, move_aside: bool = True
+) -> LoadedCheckpoint | None:
+    """The newest checkpoint that verifies; each newer one that fails is renamed to
+    ``step-NNNNNNNN.corrupt`` (rank 0 only: ``move_aside``) and reported in one line."""
+    for path in reversed(checkpoints):
+        try:
+            return verify_checkpoint(path)
+        except TrainingError as err:
+            aside = path.with_name(path.name + ".corrupt")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = path.with_name(f"{path.name}.corrupt{n}")
+            if move_aside:
+                os.replace(path, aside)
+            say(
+                f"checkpoint {err}; moved aside to {aside.name}, trying the previous one",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
+    return None
+
+
+def _restore_best_file(out_dir: Path, best_name: str) -> None:
+    """Make checkpoints/best.txt agree with the resumed state (a newer best may be gone)."""
+    best_file = out_dir / "checkpoints" / BEST_NAME
+    if best_name and (out_dir / "checkpoints" / best_name).is_dir():
+        write_text_atomic(best_file, best_name + "\n")
+    else:
+        best_file.unlink(missing_ok=True)
+
+
+def check_window(cfg: Config) -> None:
+    """data.window must give more than K = loss.prediction_steps frames (InfoNCE predicts k=1..K).
+
+    Checked before anything is written; the geometry comes from CPCModel.num_frames, built on the
+    meta device so no memory is allocated.
+    """
+    with torch.device("meta"):
+        model = CPCModel(cfg.model)
+    steps = cfg.loss.prediction_steps
+    frames = model.num_frames(cfg.data.window)
+    if frames > steps:
+        return
+    needed = model.frame_shift * (steps + 1)
+    while model.num_frames(needed - 1) > steps:
+        needed -= 1
+    while model.num_frames(needed) <= steps:
+        needed += 1
+    raise ConfigError(
+        f"data.window = {cfg.data.window} samples gives {frames} frame(s); loss.prediction_steps "
+        f"= {steps} needs more than {steps}, so data.window must be >= {needed}"
+    )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -318,8 +442,8 @@ class RunLog:
                         if rec["step"] <= keep_until:
                             records.append(rec)
         write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".log.csv.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        tmp = temp_sibling(self.csv)
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
@@ -434,21 +558,31 @@ def _start_processes(cfg: Config) -> _Processes:
     return _Processes(rank, world_size, device, rank == 0)
 
 
-def _find_start(out_dir: Path, cfg: Config, resume: bool, say) -> Path | None:
-    """The checkpoint to resume from (the newest), or None; refuses to overwrite a run."""
+def _find_start(
+    out_dir: Path, cfg: Config, resume: bool, say, is_main: bool
+) -> LoadedCheckpoint | None:
+    """The newest checkpoint that verifies, read, to resume from; or None. Refuses to overwrite
+    a run, and to resume with a config that differs beyond RESUMABLE_CHANGES."""
     checkpoints = list_checkpoints(out_dir)
     if resume and checkpoints:
-        start_dir = checkpoints[-1]
-        diff = config_differences(_read_checkpoint_config(start_dir), cfg)
+        start = newest_verified_checkpoint(checkpoints, say, move_aside=is_main)
+        if start is None:
+            raise TrainingError(
+                f"cannot resume: none of the {len(checkpoints)} checkpoint(s) in "
+                f"{out_dir / 'checkpoints'} verifies (moved aside as *.corrupt); run again to "
+                "start from step 0, or choose another train.out_dir"
+            )
+        start_dir = start.path
+        diff = config_differences(start.config, cfg)
         if diff:
-            saved = _flatten(config_to_dict(_read_checkpoint_config(start_dir)))
+            saved = _flatten(config_to_dict(start.config))
             now = _flatten(config_to_dict(cfg))
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
             raise TrainingError(
                 f"cannot resume {start_dir}: the config differs in {detail}; only "
                 f"{', '.join(RESUMABLE_CHANGES)} may change on resume"
             )
-        return start_dir
+        return start
     if resume:
         say(f"[yellow]no checkpoint in {out_dir}/checkpoints; starting from step 0[/]")
     elif checkpoints:
@@ -477,18 +611,16 @@ def _load_data(cfg: Config) -> tuple[WindowCorpus, list[WindowBatch]]:
 
 
 def _restore(
-    start_dir: Path,
+    start: LoadedCheckpoint,
     objective: CPCObjective,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     progress: _Progress,
 ) -> None:
     """Load weights, optimiser, scheduler, RNG and the loop's progress from a checkpoint."""
-    load_state_strict(
-        objective.model, load_file(str(start_dir / "model.safetensors")), str(start_dir)
-    )
-    load_state_strict(objective.loss, load_file(str(start_dir / HEADS_NAME)), str(start_dir))
-    state = load_trainer_state(start_dir / TRAINER_NAME)
+    load_state_strict(objective.model, start.model_state, str(start.path))
+    load_state_strict(objective.loss, start.heads_state, str(start.path))
+    state = start.trainer_state
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
@@ -665,16 +797,17 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
     console = console or Console(stderr=True)
     procs = _start_processes(cfg)
     say = console.print if procs.is_main else (lambda *a, **k: None)
+    check_window(cfg)  # before the run folder is made
     out_dir = Path(cfg.train.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    start_dir = _find_start(out_dir, cfg, resume, say)
+    start = _find_start(out_dir, cfg, resume, say, procs.is_main)
     train_corpus, valid_batches = _load_data(cfg)
 
     objective = make_objective(cfg).to(procs.device)
     optimizer, scheduler = make_optimizer(cfg.optim, objective)
     progress = _Progress(accuracy_sum=[0.0] * cfg.loss.prediction_steps)
-    if start_dir is not None:
-        _restore(start_dir, objective, optimizer, scheduler, progress)
+    if start is not None:
+        _restore(start, objective, optimizer, scheduler, progress)
     model_for_step: nn.Module = objective
     if procs.world_size > 1:
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None
@@ -696,11 +829,12 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
         _clean_temporaries(out_dir)
         save_config(cfg, out_dir / "config.yaml")
         _announce(say, out_dir, corpus_stats(train_corpus, sampler), cfg, valid_batches, procs)
-        if start_dir is not None:
+        if start is not None:
             say(
-                f"resuming from {start_dir.name} (epoch {progress.epoch}, batch "
+                f"resuming from {start.path.name} (epoch {progress.epoch}, batch "
                 f"{progress.batch_index})"
             )
+            _restore_best_file(out_dir, progress.best_name)
     run_log = (
         RunLog(out_dir, cfg.loss.prediction_steps, cfg.train.tensorboard, progress.step)
         if procs.is_main

@@ -69,8 +69,20 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$stage" =~ ^[0-9]+$ ]] || die "--stage: expected a number 1-4, found '$stage'"
 [[ "$stop_stage" =~ ^[0-9]+$ ]] || die "--stop-stage: expected a number 1-4, found '$stop_stage'"
+# A stage outside 1-4, or a stop before the start, used to print "done" having done nothing.
+((stage >= 1 && stage <= 4)) || die "--stage: expected a number 1-4, found $stage"
+((stop_stage >= 1 && stop_stage <= 4)) || die "--stop-stage: expected a number 1-4, found $stop_stage"
+((stage <= stop_stage)) || die "--stage $stage is after --stop-stage $stop_stage; nothing to do"
+check_count() {  # NAME VALUE MIN: a whole number >= MIN, or die naming the variable
+  [[ "$2" =~ ^[0-9]+$ ]] && (($2 >= $3)) || die "$1: expected a whole number >= $3, found '$2'"
+}
+check_count DOWNLOAD_RETRIES "$DOWNLOAD_RETRIES" 1
+check_count DOWNLOAD_RETRY_WAIT "$DOWNLOAD_RETRY_WAIT" 0
+check_count DOWNLOAD_CONNECT_TIMEOUT "$DOWNLOAD_CONNECT_TIMEOUT" 1
+check_count DOWNLOAD_STALL_SECONDS "$DOWNLOAD_STALL_SECONDS" 1
 
-mkdir -p "$data_dir"
+mkdir -p "$data_dir" 2>/dev/null && [[ -w "$data_dir" ]] \
+  || die "--data-dir: cannot create or write the folder '$data_dir'"
 data_dir="$(cd "$data_dir" && pwd)"
 download_dir="$data_dir/downloads"
 libri_root="$data_dir/LibriSpeech"
