@@ -227,7 +227,7 @@ def augment_benchmark(args: argparse.Namespace) -> None:
         )
         cfg.model.norm = "channel"
         cfg.loss.num_negatives = 16
-        cfg.train.precision = "bf16"
+        cfg.train.precision = args.precisions.split(",")[0]
         results = {}
         for name, side in (("no augmentation", "none"), ("augmentation", "both")):
             objective = make_objective(cfg)
