@@ -245,7 +245,17 @@ def test_speechocean762_config_indexes_real_data():
 
     cfg = load_config(SPEECHOCEAN)
     corpus = load_split(cfg.data, cfg.data.train_list)
-    assert len(corpus.utterances) + corpus.num_short == 1500
+    # The recipe trains on train_split.txt + extra_train.txt and never on test_split.txt.
+    listed = [
+        line.split()[0]
+        for name in cfg.data.train_list
+        for line in Path(name).read_text().splitlines()
+        if line.strip()
+    ]
+    assert [Path(p).name for p in cfg.data.train_list] == ["train_split.txt", "extra_train.txt"]
+    assert len(corpus.utterances) + corpus.num_short == len(listed)
+    test_ids = set((SHARED_DATA / "test_split.txt").read_text().split())
+    assert not test_ids & {u.utt_id for u in corpus.utterances}
     assert len(corpus.speaker_index) == 125
     batch = next(iter(make_loader(corpus, WindowSampler(corpus, cfg.data.batch_size))))
     assert batch.wav.shape == (cfg.data.batch_size, cfg.data.window)
