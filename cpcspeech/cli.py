@@ -67,7 +67,12 @@ def extract(
     model: str = typer.Option(
         "default", "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
     ),
-    layer: str = typer.Option("c", "--layer", help="c: context c_t (D=256); z: encoder z_t (512)."),
+    layer: str = typer.Option(
+        "c",
+        "--layer",
+        help="c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
+        "of one recurrent layer of a multi-layer context.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for --model random."),
     skip_errors: bool = typer.Option(
@@ -297,7 +302,9 @@ def probe(
     test_list: str | None = typer.Option(
         None, "--test-list", help="Default: test_split.txt in the data dir."
     ),
-    layer: str = typer.Option("c", "--layer", help="c (context, paper) or z (encoder)."),
+    layer: str = typer.Option(
+        "c", "--layer", help="c (context, paper), z (encoder) or c1, c2, ... (one context layer)."
+    ),
     hidden: int = typer.Option(0, "--hidden", help="0: linear probe; >0: one-hidden-layer MLP."),
     epochs: int = typer.Option(10, "--epochs", help="Probe training epochs (Adam, cosine lr)."),
     speaker_mode: str = typer.Option(

@@ -370,7 +370,8 @@ def extract_features(
         inputs: AudioInput items, or paths (files, directories, wav.scp) for :func:`find_inputs`.
         out: ``*.npy`` -> one (total_frames, D) float32 array plus ``*.index.tsv``; a directory ->
             ``OUT/<key>.npy`` of shape (T_i, D) per input.
-        layer: "c" (D = c_dim, 256) or "z" (D = z_dim, 512).
+        layer: "c" (D = c_dim, 256), "z" (D = z_dim, 512) or "c1".."cN", one recurrent layer's
+            output (D = c_dim; see CPCModel.layers).
         device: "auto", "cpu", "cuda" or a torch.device.
         skip_errors: on a bad file, record it as skipped and go on instead of stopping.
         progress: show a rich progress bar (files, audio seconds, x real time) on stderr.
@@ -381,8 +382,8 @@ def extract_features(
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
         CPCSpeechError: bad options or inputs.
     """
-    if layer not in LAYERS:
-        raise CPCSpeechError(f"layer: expected one of {LAYERS}, found {layer!r}")
+    if layer not in model.layers:
+        raise CPCSpeechError(f"layer: expected one of {list(model.layers)}, found {layer!r}")
     if precision not in ("fp32", "bf16"):
         raise CPCSpeechError(f"precision: expected 'fp32' or 'bf16', found {precision!r}")
     if not chunk_seconds > 0:
@@ -394,7 +395,7 @@ def extract_features(
         items = find_inputs(inputs)
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.eval().to(torch_device)
-    dim = model.c_dim if layer == "c" else model.z_dim
+    dim = model.layer_dim(layer)
     out = Path(out)
     if mode == "dir":
         _check_unique_keys(items)
