@@ -255,6 +255,35 @@ def export_command(
     )
 
 
+@app.command("convert")
+def convert_command(
+    source: str = typer.Argument(
+        ...,
+        help="A CPC_audio checkpoint: a release .pt ({config, weights}) or a training run folder "
+        "(checkpoint_N.pt + checkpoint_args.json).",
+    ),
+    out_dir: str = typer.Argument(..., help="New model directory to write."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", help="Run folder only: this checkpoint_N.pt instead of the newest."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
+) -> None:
+    """Convert a CPC_audio checkpoint into a model directory (config, safetensors, card).
+
+    Reads tensors only (torch.load weights_only=True) and maps every tensor by name, strictly.
+    """
+    from cpcspeech.convert import convert
+
+    result = run_guarded(convert, source, out_dir, checkpoint=checkpoint, overwrite=overwrite)
+    ckpt = result.checkpoint
+    typer.echo(
+        f"wrote {result.out_dir}: config.json, model.safetensors (sha256 "
+        f"{result.weights_sha256[:12]}...), README.md; from {ckpt.path} ({ckpt.kind} format, "
+        f"sha256 {ckpt.sha256[:12]}...), {len(ckpt.weights)} tensors mapped, "
+        f"{len(ckpt.ignored)} entries ignored"
+    )
+
+
 @app.command("push")
 def push_command(
     out_dir: str = typer.Argument(..., help="A model directory written by `cpcspeech export`."),

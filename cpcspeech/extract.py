@@ -18,7 +18,7 @@ import torch
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import locate_model
+from cpcspeech.pretrained import load_model
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
 LAYERS = ("c", "z")
@@ -202,8 +202,7 @@ def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[C
         torch.manual_seed(seed)
         model, description = CPCModel(), f"random init (seed {seed})"
     else:
-        source = locate_model(spec)
-        model = CPCModel.from_directory(source.directory)
+        model, source = load_model(spec)
         description = source.describe(short=short)
     return model.eval(), description
 

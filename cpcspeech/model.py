@@ -387,14 +387,15 @@ class CPCModel(nn.Module):
         revision: str | None = None,
         map_location: str | torch.device = "cpu",
     ) -> "CPCModel":
-        """Load a model: a local directory, "default" (shipped weights) or a Hub repo id.
+        """Load a model in eval mode: a local directory, "default" (shipped weights), a Hub repo
+        id, a CPC_audio checkpoint (converted in memory) or a published name (``cpcspeech models``).
 
         Loading is strict: a missing or unexpected tensor raises ModelLoadError.
         """
-        from cpcspeech.pretrained import resolve_model_dir  # avoids a cycle: pretrained -> model
+        from cpcspeech.pretrained import load_model  # avoids a cycle: pretrained -> model
 
-        directory = resolve_model_dir(str(name_or_path), revision=revision)
-        return cls.from_directory(directory, map_location=map_location)
+        model, _ = load_model(str(name_or_path), revision=revision, map_location=map_location)
+        return model
 
     @classmethod
     def from_directory(

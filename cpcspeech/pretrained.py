@@ -10,8 +10,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpcspeech.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cpcspeech.model import CPCModel
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +67,10 @@ ACCEPTED_FORMS = (
 class ModelSource:
     """Where a model's weights were found.
 
-    kind: "shipped", "directory", "checkpoint" or "hub". ``detail`` says how the folder was chosen
-    (e.g. "best checkpoint named by checkpoints/best.txt", "commit 0123abcd...").
+    kind: "shipped", "directory", "checkpoint", "hub" or "cpc_audio". ``detail`` says how the
+    folder was chosen (e.g. "best checkpoint named by checkpoints/best.txt", "commit 0123abcd...").
+    For "cpc_audio" (a CPC_audio checkpoint file or run folder, converted in memory by
+    :func:`load_model`), ``directory`` is that file or folder and ``checkpoint`` the file read.
     """
 
     kind: str
@@ -72,12 +80,22 @@ class ModelSource:
     repo_id: str | None = None
     revision: str | None = None
     commit: str | None = None
+    checkpoint: Path | None = None
 
     def describe(self, short: bool = False) -> str:
         """One line for logs: what the weights are and their sha256 prefix.
 
         ``short`` leaves out local folders and details (for figure titles, which get published).
         """
+        if self.kind == "cpc_audio":
+            from cpcspeech.convert import file_sha256
+
+            digest = file_sha256(self.checkpoint)[:12]
+            if short:
+                return f"CPC_audio checkpoint {self.checkpoint.name!r}, sha256 {digest}..."
+            return (
+                f"CPC_audio checkpoint {self.checkpoint} (converted in memory), sha256 {digest}..."
+            )
         digest = weights_sha256(self.directory)[:12]
         if short:
             if self.kind == "hub":
@@ -111,9 +129,40 @@ def resolve_model_dir(name: str, revision: str | None = None) -> Path:
       3. a string shaped ``org/name`` or ``org/name@revision``: a Hugging Face Hub repo id
          (a spec starting with '/', '.' or '~' is always a path, and an error if missing);
       4. anything else is a ModelLoadError listing these forms.
-    ``revision`` applies only to Hub repo ids.
+    ``revision`` applies only to Hub repo ids. A CPC_audio checkpoint has no model directory: load
+    it with :func:`load_model` (or write one with ``cpcspeech convert``).
     """
-    return locate_model(name, revision).directory
+    source = locate_model(name, revision)
+    if source.kind == "cpc_audio":
+        raise ModelLoadError(
+            f"model {name!r} is a CPC_audio checkpoint, not a model directory; load it with "
+            "cpcspeech.pretrained.load_model or CPCModel.from_pretrained, or write a model "
+            "directory from it with `cpcspeech convert`"
+        )
+    return source.directory
+
+
+def load_model(
+    spec: str | os.PathLike,
+    revision: str | None = None,
+    map_location: "str | torch.device" = "cpu",
+) -> "tuple[CPCModel, ModelSource]":
+    """The one loader behind every ``--model``: any spec -> (CPCModel in eval mode, its source).
+
+    Everything :func:`resolve_model_dir` accepts, plus a CPC_audio checkpoint (a release
+    ``*.pt`` file or a run folder with ``checkpoint_args.json``), converted in memory under the
+    rules of ``cpcspeech convert`` (tensors-only loading, strict name map).
+    """
+    from cpcspeech.convert import convert_checkpoint
+    from cpcspeech.model import CPCModel
+
+    source = locate_model(spec, revision)
+    if source.kind == "cpc_audio":
+        name = source.checkpoint.name if source.directory.is_dir() else None
+        model, _ = convert_checkpoint(source.directory, checkpoint=name)
+    else:
+        model = CPCModel.from_directory(source.directory, map_location=map_location)
+    return model.to(map_location).eval(), source
 
 
 def locate_model(
@@ -132,6 +181,12 @@ def locate_model(
     path = Path(spec).expanduser()
     if path.exists():
         _no_revision(spec, revision, "a local path")
+        from cpcspeech.convert import is_cpc_audio_source, pick_run_checkpoint
+
+        if is_cpc_audio_source(path):
+            checkpoint = path if path.is_file() else pick_run_checkpoint(path)
+            detail = f"CPC_audio checkpoint {checkpoint.name}, converted in memory"
+            return ModelSource("cpc_audio", path, spec, detail=detail, checkpoint=checkpoint)
         return _local_source(path, spec)
     if spec.startswith(("/", ".", "~")) or spec.endswith(("/", os.sep)):
         raise ModelLoadError(f"model {spec!r}: no such path ({path.resolve()} does not exist)")
