@@ -284,6 +284,22 @@ def convert_command(
     )
 
 
+@app.command("models")
+def models_command() -> None:
+    """List the model names --model accepts: shipped weights and published CPC checkpoints.
+
+    Published checkpoints are downloaded (once, resumable, sha256-checked) and converted on
+    first use into $CPCSPEECH_CACHE, $HF_HOME/cpcspeech or ~/.cache/cpcspeech.
+    """
+    from cpcspeech.pretrained import list_models
+    from cpcspeech.published import cache_root
+
+    for entry in run_guarded(list_models):
+        typer.echo(f"{entry.name:<34} {entry.kind:<10} {entry.state:<13} {entry.description}")
+        typer.echo(f"{'':<34} from {entry.origin}")
+    typer.echo(f"cache: {cache_root()}")
+
+
 @app.command("push")
 def push_command(
     out_dir: str = typer.Argument(..., help="A model directory written by `cpcspeech export`."),

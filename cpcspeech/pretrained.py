@@ -57,6 +57,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 ACCEPTED_FORMS = (
     "accepted model specs: a shipped name (" + ", ".join(sorted({*ALIASES, *SHIPPED})) + "); "
+    "a published name (see `cpcspeech models`); a CPC_audio checkpoint (.pt file or run folder); "
     "a local model directory (config.json + model.safetensors); a training checkpoint folder "
     "(checkpoints/step-NNNNNNNN) or run folder (containing checkpoints/); "
     "or a Hugging Face Hub repo id org/name, optionally org/name@revision"
@@ -67,8 +68,9 @@ ACCEPTED_FORMS = (
 class ModelSource:
     """Where a model's weights were found.
 
-    kind: "shipped", "directory", "checkpoint", "hub" or "cpc_audio". ``detail`` says how the
-    folder was chosen (e.g. "best checkpoint named by checkpoints/best.txt", "commit 0123abcd...").
+    kind: "shipped", "directory", "checkpoint", "hub", "published" or "cpc_audio". ``detail``
+    says how the folder was chosen (e.g. "best checkpoint named by checkpoints/best.txt",
+    "commit 0123abcd...").
     For "cpc_audio" (a CPC_audio checkpoint file or run folder, converted in memory by
     :func:`load_model`), ``directory`` is that file or folder and ``checkpoint`` the file read.
     """
@@ -110,6 +112,8 @@ class ModelSource:
             where = f"Hub {self.repo_id}{rev} (commit {self.commit or 'unknown'}, {self.directory})"
         elif self.kind == "checkpoint":
             where = f"checkpoint {self.directory}"
+        elif self.kind == "published":
+            where = f"published {self.spec} ({self.directory})"
         else:
             where = f"local directory {self.directory}"
         if self.detail and self.kind != "hub":
@@ -178,6 +182,13 @@ def locate_model(
     if spec in ALIASES or spec in SHIPPED:
         _no_revision(spec, revision, "a shipped model")
         return shipped_source(spec)
+    from cpcspeech.published import PUBLISHED, resolve_published
+
+    if spec in PUBLISHED:
+        _no_revision(spec, revision, "a published checkpoint")
+        found = resolve_published(spec)
+        detail = f"{found.url}, sha256 {found.sha256}, converted in {found.directory}"
+        return ModelSource("published", found.directory, spec, detail=detail)
     path = Path(spec).expanduser()
     if path.exists():
         _no_revision(spec, revision, "a local path")
@@ -206,6 +217,40 @@ def describe_model_source(spec: str | os.PathLike, revision: str | None = None) 
     except ModelLoadError:
         source = locate_model(spec, revision)
     return source.describe()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of ``cpcspeech models``: a name that ``--model`` accepts."""
+
+    name: str
+    kind: str  # "shipped" or "published"
+    description: str
+    origin: str  # where the weights come from
+    state: str  # "installed", "converted", "downloaded" or "not cached"
+
+
+def list_models() -> list[ModelEntry]:
+    """Shipped and published names, with where they come from and whether they are local.
+
+    Looks at the package and the cache only: no network.
+    """
+    from cpcspeech.published import PUBLISHED, base_url, cache_state
+
+    rows = []
+    for name, entry in SHIPPED.items():
+        aliases = [a for a, target in ALIASES.items() if target == name]
+        label = name + (f" (= {', '.join(aliases)})" if aliases else "")
+        installed = any(_is_model_dir(folder) for folder in shipped_candidates(entry.folder))
+        rows.append(
+            ModelEntry(label, "shipped", entry.description, "inside the package",
+                       "installed" if installed else "not installed")
+        )  # fmt: skip
+    for name, entry in PUBLISHED.items():
+        state = cache_state(name)
+        origin = base_url() + entry.file
+        rows.append(ModelEntry(name, "published", entry.description, origin, state))
+    return rows
 
 
 # ----- shipped weights -----
