@@ -54,9 +54,10 @@ IGNORED_PREFIXES = ("cpcCriterion.",)
 
 LICENCE_NOTE = (
     "CPC_audio (facebookresearch/CPC_audio), whose code defines this architecture and its "
-    "checkpoint format, is MIT licensed. The weights' own licence is the one their publisher "
-    "gives; the Libri-light checkpoints are trained on Libri-light (LibriVox audiobooks, public "
-    "domain) and published by facebookresearch/libri-light (MIT)."
+    "checkpoint format, is MIT licensed. The weights are under whatever terms their publisher "
+    "gives: the Libri-light checkpoints are linked from facebookresearch/libri-light (code MIT; "
+    "no separate licence is stated for the checkpoint files) and were trained on Libri-light, "
+    "whose audio comes from LibriVox public-domain audiobooks."
 )
 
 
