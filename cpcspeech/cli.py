@@ -65,7 +65,11 @@ def extract(
         "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy).",
     ),
     model: str = typer.Option(
-        "default", "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+        "default",
+        "--model",
+        "-m",
+        help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
+        "CPC_audio .pt or run folder, or 'random'.",
     ),
     layer: str = typer.Option(
         "c",
@@ -138,7 +142,11 @@ def tsne(
         ..., "--data", help="LibriSpeech tree, Kaldi data dir (wav.scp + utt2spk) or plain folder."
     ),
     model: str = typer.Option(
-        ..., "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+        ...,
+        "--model",
+        "-m",
+        help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
+        "CPC_audio .pt or run folder, or 'random'.",
     ),
     out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
     speakers: int = typer.Option(10, "--speakers", help="First N speakers in sorted order."),
@@ -221,12 +229,15 @@ def train_command(
 
 @app.command("download")
 def download_command(
-    repo: str = typer.Argument(..., help="Hub repo id org/name, optionally org/name@revision."),
+    repo: str = typer.Argument(
+        ..., help="Hub repo id org/name[@revision], or a published name (cpcspeech models)."
+    ),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch, tag or commit (same as the @revision suffix)."
     ),
 ) -> None:
-    """Fetch a Hub model (config.json, model.safetensors, README.md) into the HF cache.
+    """Fetch a Hub model (config.json, model.safetensors, README.md) into the HF cache, or
+    download and convert a published checkpoint into the cpcspeech cache.
 
     Prints the local folder. Later loads of REPO then work offline (HF_HUB_OFFLINE=1).
     """

@@ -515,7 +515,17 @@ def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> No
 
 
 def download_model(spec: str, revision: str | None = None) -> ModelSource:
-    """Pre-fetch a Hub model into the cache (for later offline use) and check it loads."""
+    """Pre-fetch a Hub model or a published name into the cache (for later offline use) and
+    check it loads."""
+    from cpcspeech.published import PUBLISHED
+
+    if spec in PUBLISHED:
+        _no_revision(spec, revision, "a published checkpoint")
+        source = locate_model(spec)  # download, verify and convert into the cache
+        from cpcspeech.model import CPCModel
+
+        CPCModel.from_directory(source.directory)
+        return source
     repo_id, repo_revision = parse_repo_spec(spec, revision)
     if Path(spec).exists():
         raise ModelLoadError(f"{spec!r} is a local path; download expects a Hub repo id org/name")

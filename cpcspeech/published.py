@@ -13,8 +13,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from cpcspeech.convert import convert, file_sha256
 from cpcspeech.errors import ModelLoadError
+from cpcspeech.files import write_text_atomic
 
 BASE_URL_ENV = "CPCSPEECH_CHECKPOINT_URL"
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/librilight/CPC_checkpoints/"
@@ -115,6 +118,22 @@ def resolve_published(name: str, progress: bool | None = None) -> PublishedModel
     target = checkpoint_path(entry)
     if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
         return PublishedModel(name, directory, target, url, _read_sha(directory))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One process at a time per file: two appending to the same .part would corrupt it.
+    with FileLock(str(target) + ".lock"):
+        if (directory / "model.safetensors").is_file():  # another process finished meanwhile
+            return PublishedModel(name, directory, target, url, _read_sha(directory))
+        return _fetch_and_convert(name, entry, url, target, directory, progress)
+
+
+def _fetch_and_convert(
+    name: str,
+    entry: PublishedCheckpoint,
+    url: str,
+    target: Path,
+    directory: Path,
+    progress: bool | None,
+) -> PublishedModel:
     if not target.is_file():
         if is_offline():
             raise ModelLoadError(
@@ -125,7 +144,7 @@ def resolve_published(name: str, progress: bool | None = None) -> PublishedModel
     sha = verify(target, entry)
     directory.parent.mkdir(parents=True, exist_ok=True)
     convert(target, directory, overwrite=True)
-    (directory / "source.sha256").write_text(sha + "\n", encoding="utf-8")
+    write_text_atomic(directory / "source.sha256", sha + "\n")
     return PublishedModel(name, directory, target, url, sha)
 
 

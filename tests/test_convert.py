@@ -266,3 +266,10 @@ def test_model_option_takes_a_checkpoint_file_or_run_folder(tmp_path: Path, refe
         resolve_model_dir(str(RELEASE))
     model = CPCModel.from_pretrained(str(RELEASE))
     assert model.config.context_layers == 2 and not model.training
+
+
+def test_export_points_cpc_audio_checkpoints_to_convert(tmp_path: Path) -> None:
+    from cpcspeech.export import export_model
+
+    with pytest.raises(ModelLoadError, match="cpcspeech convert"):
+        export_model(str(RELEASE), tmp_path / "out")

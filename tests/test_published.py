@@ -166,7 +166,7 @@ def test_offline_with_nothing_cached_says_what_to_download(env, monkeypatch) -> 
     assert f"/releases/{GOOD}" in str(err.value) and str(target) in str(err.value)
     assert env.requests == []
     # Doing what the message says makes it work offline.
-    target.parent.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(DATA)
     assert load_model("tiny")[1].kind == "published"
     assert env.requests == []
@@ -192,3 +192,15 @@ def test_models_command_and_extract_by_name(env, tmp_path) -> None:
     expected = reference.extract(load_audio(audio)).numpy()
     np.testing.assert_array_equal(np.load(out), expected)
     assert "converted" in runner.invoke(app, ["models"], env={"COLUMNS": "300"}).output
+
+
+def test_download_command_prefetches_a_published_name(env, monkeypatch) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["download", "tiny"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert str(cache_root() / "converted") in result.output
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_model("tiny")[1].kind == "published"
+    assert env.requests == [(GOOD, None)]
+    refused = runner.invoke(app, ["download", "tiny@v1"], env={"COLUMNS": "300"})
+    assert refused.exit_code == 2
