@@ -1,4 +1,5 @@
-"""The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + GRU context.
+"""The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + recurrent
+context (GRU as in the paper; LSTM and RNN too, for CPC_audio checkpoints).
 
 The W_k prediction heads belong to the loss (``cpcspeech.loss``), not to this model.
 """

@@ -142,7 +142,7 @@ def test_resume_after_a_cut(env) -> None:
     part = cache_root() / "checkpoints" / f"{GOOD}.part"
     assert part.stat().st_size == 10_000
     assert not (cache_root() / "checkpoints" / GOOD).exists()  # never a final name for a part
-    found = resolve_published("tiny")
+    found = resolve_published("tiny", progress=True)  # the rich bar starts at 10000 bytes
     assert env.requests == [(GOOD, None), (GOOD, "bytes=10000-")]
     assert found.checkpoint.read_bytes() == DATA and not part.exists()
 
