@@ -72,9 +72,18 @@ def extract(
         "cpcspeech[kaldi]).",
     ),
     model: str = typer.Option(
-        "default", "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+        "default",
+        "--model",
+        "-m",
+        help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
+        "CPC_audio .pt or run folder, or 'random'.",
     ),
-    layer: str = typer.Option("c", "--layer", help="c: context c_t (D=256); z: encoder z_t (512)."),
+    layer: str = typer.Option(
+        "c",
+        "--layer",
+        help="c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
+        "of one recurrent layer of a multi-layer context.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed for --model random."),
     skip_errors: bool = typer.Option(
@@ -140,7 +149,11 @@ def tsne(
         ..., "--data", help="LibriSpeech tree, Kaldi data dir (wav.scp + utt2spk) or plain folder."
     ),
     model: str = typer.Option(
-        ..., "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+        ...,
+        "--model",
+        "-m",
+        help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
+        "CPC_audio .pt or run folder, or 'random'.",
     ),
     out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
     speakers: int = typer.Option(10, "--speakers", help="First N speakers in sorted order."),
@@ -223,12 +236,15 @@ def train_command(
 
 @app.command("download")
 def download_command(
-    repo: str = typer.Argument(..., help="Hub repo id org/name, optionally org/name@revision."),
+    repo: str = typer.Argument(
+        ..., help="Hub repo id org/name[@revision], or a published name (cpcspeech models)."
+    ),
     revision: str | None = typer.Option(
         None, "--revision", help="Branch, tag or commit (same as the @revision suffix)."
     ),
 ) -> None:
-    """Fetch a Hub model (config.json, model.safetensors, README.md) into the HF cache.
+    """Fetch a Hub model (config.json, model.safetensors, README.md) into the HF cache, or
+    download and convert a published checkpoint into the cpcspeech cache.
 
     Prints the local folder. Later loads of REPO then work offline (HF_HUB_OFFLINE=1).
     """
@@ -255,6 +271,51 @@ def export_command(
         f"wrote {result.out_dir}: config.json, model.safetensors (sha256 {result.sha256[:12]}...), "
         f"README.md; from {result.source.describe()}"
     )
+
+
+@app.command("convert")
+def convert_command(
+    source: str = typer.Argument(
+        ...,
+        help="A CPC_audio checkpoint: a release .pt ({config, weights}) or a training run folder "
+        "(checkpoint_N.pt + checkpoint_args.json).",
+    ),
+    out_dir: str = typer.Argument(..., help="New model directory to write."),
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", help="Run folder only: this checkpoint_N.pt instead of the newest."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
+) -> None:
+    """Convert a CPC_audio checkpoint into a model directory (config, safetensors, card).
+
+    Reads tensors only (torch.load weights_only=True) and maps every tensor by name, strictly.
+    """
+    from cpcspeech.convert import convert
+
+    result = run_guarded(convert, source, out_dir, checkpoint=checkpoint, overwrite=overwrite)
+    ckpt = result.checkpoint
+    typer.echo(
+        f"wrote {result.out_dir}: config.json, model.safetensors (sha256 "
+        f"{result.weights_sha256[:12]}...), README.md; from {ckpt.path} ({ckpt.kind} format, "
+        f"sha256 {ckpt.sha256[:12]}...), {len(ckpt.weights)} tensors mapped, "
+        f"{len(ckpt.ignored)} entries ignored"
+    )
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the model names --model accepts: shipped weights and published CPC checkpoints.
+
+    Published checkpoints are downloaded (once, resumable, sha256-checked) and converted on
+    first use into $CPCSPEECH_CACHE, $HF_HOME/cpcspeech or ~/.cache/cpcspeech.
+    """
+    from cpcspeech.pretrained import list_models
+    from cpcspeech.published import cache_root
+
+    for entry in run_guarded(list_models):
+        typer.echo(f"{entry.name:<34} {entry.kind:<10} {entry.state:<13} {entry.description}")
+        typer.echo(f"{'':<34} from {entry.origin}")
+    typer.echo(f"cache: {cache_root()}")
 
 
 @app.command("push")
@@ -304,7 +365,9 @@ def probe(
     test_list: str | None = typer.Option(
         None, "--test-list", help="Default: test_split.txt in the data dir."
     ),
-    layer: str = typer.Option("c", "--layer", help="c (context, paper) or z (encoder)."),
+    layer: str = typer.Option(
+        "c", "--layer", help="c (context, paper), z (encoder) or c1, c2, ... (one context layer)."
+    ),
     hidden: int = typer.Option(0, "--hidden", help="0: linear probe; >0: one-hidden-layer MLP."),
     epochs: int = typer.Option(10, "--epochs", help="Probe training epochs (Adam, cosine lr)."),
     speaker_mode: str = typer.Option(

@@ -23,6 +23,10 @@ MISSING_PATH = "???"
 """Placeholder for a required path in a recipe; loading fails until it is set."""
 
 
+NORMS = ("none", "channel", "layer", "batch", "instance")
+CONTEXT_TYPES = ("gru", "lstm", "rnn")
+
+
 @dataclass
 class ModelConfig:
     """The CPC audio model (paper section 3.1). Flat on purpose: it round-trips through JSON.
@@ -37,11 +41,15 @@ class ModelConfig:
     encoder_strides: tuple[int, ...] = (5, 4, 2, 2, 2)
     encoder_paddings: tuple[int, ...] = (3, 2, 1, 1, 1)
     # "none" is the paper. "channel" is CPC_audio's ChannelNorm (per frame, over channels, unbiased
-    # variance) and "layer" is nn.LayerNorm over channels per frame. Both are causal.
+    # variance) and "layer" is nn.LayerNorm over channels per frame. Both are causal. "batch"
+    # (nn.BatchNorm1d; inference uses its running statistics, so it is causal too) and "instance"
+    # (nn.InstanceNorm1d with affine weights: normalises each channel over the whole utterance,
+    # so it is NOT causal) exist to import CPC_audio checkpoints (its normMode "batchNorm" and
+    # "instanceNorm"; its "layerNorm" is "channel" here and its "ID" is "none").
     norm: str = "none"
-    context_type: str = "gru"  # "gru" (paper) or "lstm"
+    context_type: str = "gru"  # "gru" (paper), "lstm" (CPC_audio's default) or "rnn" (tanh)
     context_dim: int = 256
-    context_layers: int = 1
+    context_layers: int = 1  # stacked recurrent layers; --layer c1..cN selects one's output
 
     def __post_init__(self) -> None:
         n = len(self.encoder_kernels)
@@ -51,8 +59,8 @@ class ModelConfig:
                 f"non-zero length; found {len(self.encoder_kernels)}, "
                 f"{len(self.encoder_strides)}, {len(self.encoder_paddings)}"
             )
-        _check_choice("model.norm", self.norm, ("none", "channel", "layer"))
-        _check_choice("model.context_type", self.context_type, ("gru", "lstm"))
+        _check_choice("model.norm", self.norm, NORMS)
+        _check_choice("model.context_type", self.context_type, CONTEXT_TYPES)
         for name in ("sample_rate", "encoder_channels", "context_dim", "context_layers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be > 0; found {getattr(self, name)}")

@@ -55,6 +55,10 @@ def export_model(
             f"{checkpoint!r}"
         )
     source = locate_model(checkpoint)
+    if source.kind == "cpc_audio":
+        raise ModelLoadError(
+            f"export: {checkpoint!r} is a CPC_audio checkpoint; use `cpcspeech convert` for it"
+        )
     CPCModel.from_directory(source.directory)  # strict: refuse to export weights that do not load
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:

@@ -22,10 +22,9 @@ from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import check_writable_folder, temp_sibling
 from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import locate_model
+from cpcspeech.pretrained import load_model
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
-LAYERS = ("c", "z")
 
 
 @dataclass(frozen=True)
@@ -254,8 +253,7 @@ def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[C
         torch.manual_seed(seed)
         model, description = CPCModel(), f"random init (seed {seed})"
     else:
-        source = locate_model(spec)
-        model = CPCModel.from_directory(source.directory)
+        model, source = load_model(spec)
         description = source.describe(short=short)
     return model.eval(), description
 
@@ -448,7 +446,8 @@ def extract_features(
         out: ``*.npy`` -> one (total_frames, D) float32 array plus ``*.index.tsv``; a directory ->
             ``OUT/<key>.npy`` of shape (T_i, D) per input; ``ark,scp:A.ark,A.scp`` -> one Kaldi
             float matrix (T_i, D) per input, keyed by its id, and the scp index (kaldiio).
-        layer: "c" (D = c_dim, 256) or "z" (D = z_dim, 512).
+        layer: "c" (D = c_dim, 256), "z" (D = z_dim, 512) or "c1".."cN", one recurrent layer's
+            output (D = c_dim; see CPCModel.layers).
         device: "auto", "cpu", "cuda" or a torch.device.
         skip_errors: on a bad file, record it as skipped and go on instead of stopping.
         progress: show a rich progress bar (files, audio seconds, x real time) on stderr.
@@ -459,8 +458,8 @@ def extract_features(
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
         CPCSpeechError: bad options or inputs.
     """
-    if layer not in LAYERS:
-        raise CPCSpeechError(f"layer: expected one of {LAYERS}, found {layer!r}")
+    if layer not in model.layers:
+        raise CPCSpeechError(f"layer: expected one of {list(model.layers)}, found {layer!r}")
     if precision not in ("fp32", "bf16"):
         raise CPCSpeechError(f"precision: expected 'fp32' or 'bf16', found {precision!r}")
     if not 0 < chunk_seconds < float("inf"):
@@ -475,7 +474,7 @@ def extract_features(
         items = find_inputs(inputs)
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.eval().to(torch_device)
-    dim = model.c_dim if layer == "c" else model.z_dim
+    dim = model.layer_dim(layer)
     ark_target = kaldi.parse_wspecifier(str(out)) if mode == "ark" else None
     out = Path(ark_target.ark) if ark_target is not None else Path(out)
     if mode == "dir":

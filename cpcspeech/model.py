@@ -1,4 +1,5 @@
-"""The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + GRU context.
+"""The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + recurrent
+context (GRU as in the paper; LSTM and RNN too, for CPC_audio checkpoints).
 
 The W_k prediction heads belong to the loss (``cpcspeech.loss``), not to this model.
 """
@@ -55,7 +56,16 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
         return ChannelNorm(channels)
     if kind == "layer":
         return FrameLayerNorm(channels)
+    if kind == "batch":
+        # Running statistics are buffers of the model; extract() always uses them (eval mode).
+        return nn.BatchNorm1d(channels)
+    if kind == "instance":
+        # Per utterance and channel over time, as CPC_audio's "instanceNorm": not causal.
+        return nn.InstanceNorm1d(channels, affine=True)
     return nn.Identity()
+
+
+_RNNS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
 
 class Encoder(nn.Module):
@@ -140,7 +150,7 @@ class CPCModel(nn.Module):
         self.config = config if config is not None else ModelConfig()
         cfg = self.config
         self.encoder = Encoder(cfg)
-        rnn = nn.GRU if cfg.context_type == "gru" else nn.LSTM
+        rnn = _RNNS[cfg.context_type]
         self.context = rnn(
             cfg.encoder_channels, cfg.context_dim, num_layers=cfg.context_layers, batch_first=True
         )
@@ -165,6 +175,27 @@ class CPCModel(nn.Module):
     @property
     def c_dim(self) -> int:
         return self.config.context_dim
+
+    @property
+    def causal(self) -> bool:
+        """Whether frame t depends only on samples up to its receptive field's end.
+
+        False for norm "instance", which normalises over the whole utterance; :meth:`extract`
+        then runs the encoder in one pass, since chunks cannot equal it.
+        """
+        return self.config.norm != "instance"
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Names :meth:`extract` accepts: "z" (encoder), "c" (top context layer) and "c1".."cN"
+        (the output of recurrent layer 1..N, N = context_layers; "cN" equals "c")."""
+        return ("z", "c", *(f"c{i}" for i in range(1, self.config.context_layers + 1)))
+
+    def layer_dim(self, layer: str) -> int:
+        """Feature size D of ``layer`` (see :attr:`layers`): z_dim for "z", else c_dim."""
+        if layer not in self.layers:
+            raise ValueError(f"Expected layer in {list(self.layers)}. Found: {layer!r}")
+        return self.z_dim if layer == "z" else self.c_dim
 
     def num_frames(self, num_samples: int) -> int:
         """Frames the encoder gives for ``num_samples`` samples; ``(n + 1) // 160`` by default."""
@@ -216,6 +247,24 @@ class CPCModel(nn.Module):
         """z: (B, T, z_dim), optional recurrent state -> c: (B, T, c_dim) and the new state."""
         return self.context(z, state)
 
+    def context_stack(self, depth: int) -> list[nn.Module]:
+        """The first ``depth`` recurrent layers as single-layer RNNs sharing this model's weights.
+
+        A stacked nn.GRU/LSTM/RNN (no dropout) is exactly its layers run one after the other,
+        so running these in turn gives layer ``depth``'s output, which the fused module hides.
+        The modules are not registered: the state dict is unchanged.
+        """
+        cfg = self.config
+        stack = []
+        for i in range(depth):
+            in_dim = cfg.encoder_channels if i == 0 else cfg.context_dim
+            single = _RNNS[cfg.context_type](in_dim, cfg.context_dim, batch_first=True)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                # RNNBase.__setattr__ keeps its flat weight list in step with these.
+                setattr(single, f"{name}_l0", getattr(self.context, f"{name}_l{i}"))
+            stack.append(single.train(self.context.training))
+        return stack
+
     @torch.no_grad()
     def extract(
         self,
@@ -229,9 +278,12 @@ class CPCModel(nn.Module):
         Args:
             wav: (N,) float32 samples at ``sample_rate`` (or (1, N)); a torch tensor or a numpy
                 array such as :func:`cpcspeech.load_audio` returns.
-            layer: "c" for context vectors c_t or "z" for encoder outputs z_t.
+            layer: "c" for context vectors c_t (the top recurrent layer), "z" for encoder
+                outputs z_t, or "c1".."cN" for the output of recurrent layer 1..N (see
+                :attr:`layers`; ZeroSpeech 2021's baseline uses "c2" of a 4-layer LSTM).
             chunk_seconds: audio per chunk; bounds peak memory and does not change the result
-                (beyond float rounding, < 1e-5).
+                (beyond float rounding, < 1e-5). With norm "instance" (not causal) the encoder
+                runs on the whole utterance in one pass whatever this is, as CPC_audio does.
             precision: "fp32" runs the encoder exactly as :meth:`forward`. "bf16" runs the
                 encoder's convolutions as bfloat16 GEMMs (same weights, rounded to bf16; norms,
                 the GRU/LSTM and the output stay float32), for CPUs with native bf16 (AVX512-BF16
@@ -240,12 +292,14 @@ class CPCModel(nn.Module):
                 and 5e-4 on c with norm "none", and about 6e-3 on z with "channel"/"layer"
                 (seeded random weights and noise input; trained weights may differ).
 
+        Batch norm always uses its running statistics here (the model runs in eval mode for the
+        call and is put back as it was).
+
         Returns:
-            (T, D) float32 on the model's device, T = num_frames(N), D = c_dim or z_dim;
+            (T, D) float32 on the model's device, T = num_frames(N), D = layer_dim(layer);
             (0, D) when N is shorter than ``min_samples``.
         """
-        if layer not in ("c", "z"):
-            raise ValueError(f"Expected layer 'c' or 'z'. Found: {layer!r}")
+        dim = self.layer_dim(layer)
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"Expected precision 'fp32' or 'bf16'. Found: {precision!r}")
         if not 0 < chunk_seconds < math.inf:
@@ -259,11 +313,22 @@ class CPCModel(nn.Module):
         param = next(self.parameters())
         wav = wav.to(device=param.device, dtype=param.dtype)
         total = self.num_frames(wav.shape[0])
-        dim = self.c_dim if layer == "c" else self.z_dim
         # Filled in place: concatenating chunk outputs would briefly double the peak memory.
         out = wav.new_empty(total, dim)  # (T, D)
         if total == 0:
             return out
+        was_training = self.training
+        self.eval()
+        try:
+            return self._extract_into(out, wav, layer, chunk_seconds, precision)
+        finally:
+            self.train(was_training)
+
+    def _extract_into(
+        self, out: Tensor, wav: Tensor, layer: str, chunk_seconds: float, precision: str
+    ) -> Tensor:
+        """The chunk loop of :meth:`extract`: fills out (T, D) from wav (N,)."""
+        total = out.shape[0]
         weights = self.encoder.gemm_weights(torch.bfloat16) if precision == "bf16" else None
         shift = self.frame_shift
         left, right = self.receptive_field
@@ -272,7 +337,13 @@ class CPCModel(nn.Module):
         margin_l = -(-left // shift) + 2
         margin_r = -(-right // shift) + 2
         chunk = max(1, int(chunk_seconds * self.sample_rate) // shift)
-        state = None
+        if not self.causal:
+            chunk = total  # a chunk's statistics would differ from the utterance's
+        if layer in ("c", "z"):
+            stack = [self.context]
+        else:
+            stack = self.context_stack(int(layer[1:]))  # layer "ck": the first k layers
+        states: list[object] = [None] * len(stack)
         for t0 in range(0, total, chunk):
             t1 = min(t0 + chunk, total)
             a = max(0, t0 - margin_l)
@@ -286,7 +357,9 @@ class CPCModel(nn.Module):
             if layer == "z":
                 out[t0:t1] = z[0]
                 continue
-            c, state = self.context(z, state)  # (1, t1 - t0, c_dim)
+            c = z
+            for i, rnn in enumerate(stack):
+                c, states[i] = rnn(c, states[i])  # (1, t1 - t0, c_dim)
             out[t0:t1] = c[0]
         return out  # (T, D)
 
@@ -312,14 +385,15 @@ class CPCModel(nn.Module):
         revision: str | None = None,
         map_location: str | torch.device = "cpu",
     ) -> "CPCModel":
-        """Load a model: a local directory, "default" (shipped weights) or a Hub repo id.
+        """Load a model in eval mode: a local directory, "default" (shipped weights), a Hub repo
+        id, a CPC_audio checkpoint (converted in memory) or a published name (``cpcspeech models``).
 
         Loading is strict: a missing or unexpected tensor raises ModelLoadError.
         """
-        from cpcspeech.pretrained import resolve_model_dir  # avoids a cycle: pretrained -> model
+        from cpcspeech.pretrained import load_model  # avoids a cycle: pretrained -> model
 
-        directory = resolve_model_dir(str(name_or_path), revision=revision)
-        return cls.from_directory(directory, map_location=map_location)
+        model, _ = load_model(str(name_or_path), revision=revision, map_location=map_location)
+        return model
 
     @classmethod
     def from_directory(

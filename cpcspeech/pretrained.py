@@ -10,8 +10,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpcspeech.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cpcspeech.model import CPCModel
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ _REVISION = re.compile(r"^[A-Za-z0-9_][\w./-]{0,254}$")
 
 ACCEPTED_FORMS = (
     "accepted model specs: a shipped name (" + ", ".join(sorted({*ALIASES, *SHIPPED})) + "); "
+    "a published name (see `cpcspeech models`); a CPC_audio checkpoint (.pt file or run folder); "
     "a local model directory (config.json + model.safetensors); a training checkpoint folder "
     "(checkpoints/step-NNNNNNNN) or run folder (containing checkpoints/); "
     "or a Hugging Face Hub repo id org/name, optionally org/name@revision"
@@ -65,8 +72,11 @@ ACCEPTED_FORMS = (
 class ModelSource:
     """Where a model's weights were found.
 
-    kind: "shipped", "directory", "checkpoint" or "hub". ``detail`` says how the folder was chosen
-    (e.g. "best checkpoint named by checkpoints/best.txt", "commit 0123abcd...").
+    kind: "shipped", "directory", "checkpoint", "hub", "published" or "cpc_audio". ``detail``
+    says how the folder was chosen (e.g. "best checkpoint named by checkpoints/best.txt",
+    "commit 0123abcd...").
+    For "cpc_audio" (a CPC_audio checkpoint file or run folder, converted in memory by
+    :func:`load_model`), ``directory`` is that file or folder and ``checkpoint`` the file read.
     """
 
     kind: str
@@ -76,12 +86,22 @@ class ModelSource:
     repo_id: str | None = None
     revision: str | None = None
     commit: str | None = None
+    checkpoint: Path | None = None
 
     def describe(self, short: bool = False) -> str:
         """One line for logs: what the weights are and their sha256 prefix.
 
         ``short`` leaves out local folders and details (for figure titles, which get published).
         """
+        if self.kind == "cpc_audio":
+            from cpcspeech.convert import file_sha256
+
+            digest = file_sha256(self.checkpoint)[:12]
+            if short:
+                return f"CPC_audio checkpoint {self.checkpoint.name!r}, sha256 {digest}..."
+            return (
+                f"CPC_audio checkpoint {self.checkpoint} (converted in memory), sha256 {digest}..."
+            )
         digest = weights_sha256(self.directory)[:12]
         if short:
             if self.kind == "hub":
@@ -96,6 +116,8 @@ class ModelSource:
             where = f"Hub {self.repo_id}{rev} (commit {self.commit or 'unknown'}, {self.directory})"
         elif self.kind == "checkpoint":
             where = f"checkpoint {self.directory}"
+        elif self.kind == "published":
+            where = f"published {self.spec} ({self.directory})"
         else:
             where = f"local directory {self.directory}"
         if self.detail and self.kind != "hub":
@@ -115,9 +137,40 @@ def resolve_model_dir(name: str, revision: str | None = None) -> Path:
       3. a string shaped ``org/name`` or ``org/name@revision``: a Hugging Face Hub repo id
          (a spec starting with '/', '.' or '~' is always a path, and an error if missing);
       4. anything else is a ModelLoadError listing these forms.
-    ``revision`` applies only to Hub repo ids.
+    ``revision`` applies only to Hub repo ids. A CPC_audio checkpoint has no model directory: load
+    it with :func:`load_model` (or write one with ``cpcspeech convert``).
     """
-    return locate_model(name, revision).directory
+    source = locate_model(name, revision)
+    if source.kind == "cpc_audio":
+        raise ModelLoadError(
+            f"model {name!r} is a CPC_audio checkpoint, not a model directory; load it with "
+            "cpcspeech.pretrained.load_model or CPCModel.from_pretrained, or write a model "
+            "directory from it with `cpcspeech convert`"
+        )
+    return source.directory
+
+
+def load_model(
+    spec: str | os.PathLike,
+    revision: str | None = None,
+    map_location: "str | torch.device" = "cpu",
+) -> "tuple[CPCModel, ModelSource]":
+    """The one loader behind every ``--model``: any spec -> (CPCModel in eval mode, its source).
+
+    Everything :func:`resolve_model_dir` accepts, plus a CPC_audio checkpoint (a release
+    ``*.pt`` file or a run folder with ``checkpoint_args.json``), converted in memory under the
+    rules of ``cpcspeech convert`` (tensors-only loading, strict name map).
+    """
+    from cpcspeech.convert import convert_checkpoint
+    from cpcspeech.model import CPCModel
+
+    source = locate_model(spec, revision)
+    if source.kind == "cpc_audio":
+        name = source.checkpoint.name if source.directory.is_dir() else None
+        model, _ = convert_checkpoint(source.directory, checkpoint=name)
+    else:
+        model = CPCModel.from_directory(source.directory, map_location=map_location)
+    return model.to(map_location).eval(), source
 
 
 def locate_model(
@@ -133,9 +186,22 @@ def locate_model(
     if spec in ALIASES or spec in SHIPPED:
         _no_revision(spec, revision, "a shipped model")
         return shipped_source(spec)
+    from cpcspeech.published import PUBLISHED, resolve_published
+
+    if spec in PUBLISHED:
+        _no_revision(spec, revision, "a published checkpoint")
+        found = resolve_published(spec)
+        detail = f"{found.url}, sha256 {found.sha256}, converted in {found.directory}"
+        return ModelSource("published", found.directory, spec, detail=detail)
     path = Path(spec).expanduser()
     if path.exists():
         _no_revision(spec, revision, "a local path")
+        from cpcspeech.convert import is_cpc_audio_source, pick_run_checkpoint
+
+        if is_cpc_audio_source(path):
+            checkpoint = path if path.is_file() else pick_run_checkpoint(path)
+            detail = f"CPC_audio checkpoint {checkpoint.name}, converted in memory"
+            return ModelSource("cpc_audio", path, spec, detail=detail, checkpoint=checkpoint)
         return _local_source(path, spec)
     if spec.startswith(("/", ".", "~")) or spec.endswith(("/", os.sep)):
         raise ModelLoadError(f"model {spec!r}: no such path ({path.resolve()} does not exist)")
@@ -155,6 +221,40 @@ def describe_model_source(spec: str | os.PathLike, revision: str | None = None) 
     except ModelLoadError:
         source = locate_model(spec, revision)
     return source.describe()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of ``cpcspeech models``: a name that ``--model`` accepts."""
+
+    name: str
+    kind: str  # "shipped" or "published"
+    description: str
+    origin: str  # where the weights come from
+    state: str  # "installed", "converted", "downloaded" or "not cached"
+
+
+def list_models() -> list[ModelEntry]:
+    """Shipped and published names, with where they come from and whether they are local.
+
+    Looks at the package and the cache only: no network.
+    """
+    from cpcspeech.published import PUBLISHED, base_url, cache_state
+
+    rows = []
+    for name, entry in SHIPPED.items():
+        aliases = [a for a, target in ALIASES.items() if target == name]
+        label = name + (f" (= {', '.join(aliases)})" if aliases else "")
+        installed = any(_is_model_dir(folder) for folder in shipped_candidates(entry.folder))
+        rows.append(
+            ModelEntry(label, "shipped", entry.description, "inside the package",
+                       "installed" if installed else "not installed")
+        )  # fmt: skip
+    for name, entry in PUBLISHED.items():
+        state = cache_state(name)
+        origin = base_url() + entry.file
+        rows.append(ModelEntry(name, "published", entry.description, origin, state))
+    return rows
 
 
 # ----- shipped weights -----
@@ -425,7 +525,17 @@ def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> No
 
 
 def download_model(spec: str, revision: str | None = None) -> ModelSource:
-    """Pre-fetch a Hub model into the cache (for later offline use) and check it loads."""
+    """Pre-fetch a Hub model or a published name into the cache (for later offline use) and
+    check it loads."""
+    from cpcspeech.published import PUBLISHED
+
+    if spec in PUBLISHED:
+        _no_revision(spec, revision, "a published checkpoint")
+        source = locate_model(spec)  # download, verify and convert into the cache
+        from cpcspeech.model import CPCModel
+
+        CPCModel.from_directory(source.directory)
+        return source
     repo_id, repo_revision = parse_repo_spec(spec, revision)
     if Path(spec).exists():
         raise ModelLoadError(f"{spec!r} is a local path; download expects a Hub repo id org/name")

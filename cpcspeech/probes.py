@@ -52,9 +52,10 @@ class FeatureSource:
 
 
 def cpc_source(model: CPCModel, name: str, layer: str = "c") -> FeatureSource:
-    """Frozen CPCModel features: c_t (layer "c", the paper's probe input) or z_t (layer "z")."""
-    if layer not in ("c", "z"):
-        raise CPCSpeechError(f"layer: expected 'c' or 'z', found {layer!r}")
+    """Frozen CPCModel features: c_t (layer "c", the paper's probe input), z_t (layer "z") or
+    one recurrent layer's output ("c1".."cN", see CPCModel.layers)."""
+    if layer not in model.layers:
+        raise CPCSpeechError(f"layer: expected one of {list(model.layers)}, found {layer!r}")
     model = model.eval()
     device = next(model.parameters()).device
 
@@ -63,9 +64,7 @@ def cpc_source(model: CPCModel, name: str, layer: str = "c") -> FeatureSource:
             feats = model.extract(torch.from_numpy(wav).to(device), layer=layer)  # (T, D)
         return feats.float().cpu().numpy()
 
-    return FeatureSource(
-        name=f"{name}:{layer}", dim=model.c_dim if layer == "c" else model.z_dim, extract=extract
-    )
+    return FeatureSource(name=f"{name}:{layer}", dim=model.layer_dim(layer), extract=extract)
 
 
 def random_model(seed: int = 0) -> CPCModel:

@@ -7,10 +7,14 @@ The stand-in (127.0.0.1, a thread) serves what snapshot_download / hf_hub_downlo
                                                  (+ X-Linked-Etag, X-Linked-Size for LFS files)
   GET  /{org}/{name}/resolve/{rev}/{file}        the bytes; honours "Range: bytes=N-" (206)
   POST /_test/control                            test-only: {"mode": "normal" | "down"}
+  POST /api/repos/create, /api/validate-yaml,    what HfApi.create_repo and upload_folder send
+       /api/models/{org}/{name}/preupload/{rev}  (every file "regular": no LFS transfer);
+       /api/models/{org}/{name}/commit/{rev}     the ndjson commit becomes the repo's new commit
 Unknown repos, revisions and files get 404 with the Hub's X-Error-Code header. Loads run in
 subprocesses because huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE at import.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -83,11 +87,52 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if urlsplit(self.path).path != "/_test/control":
-            self.send_json(404, {"error": "not found"})
+        if urlsplit(self.path).path == "/_test/control":
+            self.hub.mode = json.loads(body)["mode"]
+            self.send_json(200, {"mode": self.hub.mode})
             return
-        self.hub.mode = json.loads(body)["mode"]
-        self.send_json(200, {"mode": self.hub.mode})
+        parts = [unquote(p) for p in urlsplit(self.path).path.split("/")[1:]]
+        with self.hub.lock:
+            self.hub.requests.append(("POST", "/".join(parts), None))
+        if parts == ["api", "repos", "create"]:
+            self.create_repo(json.loads(body))
+        elif parts == ["api", "validate-yaml"]:
+            self.send_json(200, {"errors": [], "warnings": []})
+        elif len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                     for f in files]  # fmt: skip
+            self.send_json(200, {"files": modes})
+        elif len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
+            self.commit(f"{parts[2]}/{parts[3]}", "/".join(parts[5:]), body)
+        else:
+            self.send_json(404, {"error": "not found"})
+
+    def create_repo(self, payload: dict) -> None:
+        repo_id = f"{payload['organization']}/{payload['name']}"
+        with self.hub.lock:
+            if repo_id in self.hub.repos:
+                self.error(409, None, "You already created this model repo")
+                return
+            self.hub.repos[repo_id] = FakeRepo({})
+        self.send_json(200, {"url": f"{self.hub.endpoint}/{repo_id}"})
+
+    def commit(self, repo_id: str, revision: str, body: bytes) -> None:
+        """Apply an ndjson commit (header + base64 "file" lines) as the repo's new commit."""
+        if repo_id not in self.hub.repos:
+            self.error(404, "RepoNotFound", "Repository not found")
+            return
+        old = self.hub.repos[repo_id]
+        files = dict(old.files)
+        for line in body.splitlines():
+            item = json.loads(line)
+            if item["key"] == "file":
+                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+        with self.hub.lock:
+            new = FakeRepo(files, refs=tuple(dict.fromkeys((*old.refs, revision))))
+            self.hub.repos[repo_id] = new
+        url = f"{self.hub.endpoint}/{repo_id}/commit/{new.commit}"
+        self.send_json(200, {"commitUrl": url, "commitOid": new.commit, "pullRequestUrl": None})
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.route(head=True)
@@ -516,3 +561,25 @@ def test_download_command(hub, tmp_path) -> None:
     assert "Hub org/name@v1.0" in done.stderr
     reference = reference_outputs(hub.model_dir)
     assert_same(reference_outputs(folder), reference)
+
+
+# ----- publishing: convert a CPC_audio checkpoint, push it, load it back by repo id -----
+def test_convert_push_and_load_back_by_repo_id(hub, tmp_path) -> None:
+    """`cpcspeech convert ... && cpcspeech push OUT ORG/NAME` gives a repo `--model` loads."""
+    source = Path(__file__).parent / "data" / "cpc_audio" / "release_layernorm_lstm2.pt"
+    out = tmp_path / "converted"
+    env = child_env(hub.endpoint, tmp_path / "hf")
+    env["HF_TOKEN"] = "hf_test_token"  # the stand-in accepts any token
+    cli = [sys.executable, "-m", "cpcspeech"]
+    for args in (["convert", str(source), str(out)], ["push", str(out), "org/converted"]):
+        done = subprocess.run(
+            [*cli, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    pushed = hub.repos["org/converted"]
+    assert sorted(pushed.files) == ["README.md", "config.json", "model.safetensors"]
+    assert pushed.files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    results = run_jobs([{"spec": "org/converted"}], env, tmp_path / "load")
+    assert results[0]["ok"], results[0]
+    assert_same(results[0]["outputs"], reference_outputs(out))
+    assert results[0]["commit"] == pushed.commit

@@ -10,6 +10,8 @@ FORBIDDEN = {
     "config": {"model", "loss", "data", "train", "probes", "plots", "cli", "extract"},
     "model": {"loss", "data", "train", "probes", "plots", "cli", "extract", "corpus"},
     "loss": {"data", "train", "probes", "plots", "cli", "extract"},
+    "convert": {"pretrained", "loss", "data", "train", "probes", "plots", "cli", "extract"},
+    "published": {"pretrained", "loss", "data", "train", "probes", "plots", "cli", "extract"},
     "audio": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "corpus": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "alignments": {"loss", "data", "train", "probes", "plots", "cli"},
