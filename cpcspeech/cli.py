@@ -340,6 +340,55 @@ def probe(
     )
 
 
+@app.command("abx")
+def abx(
+    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Alignment (CPC, Kaldi per-frame, CTM, TextGrid) to make items."
+    ),
+    item: str | None = typer.Option(
+        None, "--item", help="An existing .item file (Libri-light / ZeroSpeech) instead."
+    ),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
+    ),
+    table: bool = typer.Option(False, "--table", help="Score random, mfcc and --model."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Folder for abx.json/.md/.item."),
+    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    distance: str = typer.Option("angular", "--distance", help="angular, euclidean or kl."),
+    test_list: str | None = typer.Option(
+        None, "--test-list", help="Default: test_split.txt in the data dir when present."
+    ),
+    label_format: str | None = typer.Option(
+        None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
+    ),
+    phones: str | None = typer.Option(
+        None, "--phones", help="SYMBOL ID table (default: phones.txt beside --labels)."
+    ),
+    max_per_group: int = typer.Option(10, "--max-per-group", help="Tokens per cell (as CPC)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of 'random' and of subsampling."),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
+    from cpcspeech.abx import run_abx
+
+    specs = ["random", "mfcc"] + ([] if model in ("random", "mfcc") else [model])
+    results, markdown = run_guarded(
+        run_abx, data, specs if table else [model], labels=labels, item_file=item, out_dir=out,
+        test_list=test_list, label_format=label_format, phones=phones, layer=layer,
+        distance=distance, max_per_group=max_per_group, seed=seed, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(markdown, nl=False)
+    for r in results:
+        typer.echo(
+            f"{r.method}: {r.n_tokens} tokens of {r.n_utterances} utterances, {r.seconds:.0f} s"
+        )
+    if out:
+        typer.echo(f"wrote {out}/abx.json and abx.md")
+
+
 def main() -> None:  # pragma: no cover - entry point for `python -m cpcspeech`
     app()
     sys.exit(0)
