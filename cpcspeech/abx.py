@@ -334,13 +334,13 @@ def pair_distances(
     firsts: Tensor,
     seconds: Tensor,
     distance: str,
-    max_cells: int = 4_000_000,
+    max_cells: int = 2_000_000,
     progress: bool = False,
 ) -> Tensor:
     """DTW distance between token firsts[p] (rows) and token seconds[p] (columns) for every p.
 
-    Pairs are sorted by their lengths and cut into batches of at most ``max_cells`` distance
-    cells, so padding and memory stay small.
+    Pairs are grouped by the length of their first token and cut into batches of at most
+    ``max_cells`` padded distance cells, so padding, memory and DTW steps stay small.
 
     Returns:
         (P,) float32, in the order of the inputs.
@@ -349,16 +349,22 @@ def pair_distances(
     lx, ly = tokens.lengths[firsts], tokens.lengths[seconds]
     order = torch.from_numpy(np.lexsort((ly.numpy(), lx.numpy())))
     out = torch.empty(len(firsts), dtype=torch.float32)
-    width = int(tokens.lengths.max())
-    batch_size = max(1, max_cells // (width * width))
+    sorted_lx = lx[order]
+    bounds = torch.searchsorted(sorted_lx, torch.unique(sorted_lx), right=True).tolist()
     with progress_bar(progress) as bar:
         task = bar.add_task("ABX DTW pairs", total=len(firsts))
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            x = _gather(frames, tokens.starts[firsts[batch]], lx[batch])  # (B, Lx, D)
-            y = _gather(frames, tokens.starts[seconds[batch]], ly[batch])  # (B, Ly, D)
-            out[batch] = dtw(frame_distances(x, y, distance), lx[batch], ly[batch])
-            bar.advance(task, len(batch))
+        start = 0
+        for end in bounds:  # all pairs whose first token has one length
+            group = order[start:end]
+            rows, cols = int(lx[group[0]]), int(ly[group].max())
+            batch_size = max(1, max_cells // ((rows + 1) * (cols + 1)))
+            for offset in range(0, len(group), batch_size):
+                batch = group[offset : offset + batch_size]
+                x = _gather(frames, tokens.starts[firsts[batch]], lx[batch])  # (B, Lx, D)
+                y = _gather(frames, tokens.starts[seconds[batch]], ly[batch])  # (B, Ly, D)
+                out[batch] = dtw(frame_distances(x, y, distance), lx[batch], ly[batch])
+                bar.advance(task, len(batch))
+            start = end
     return out
 
 
@@ -404,7 +410,8 @@ def abx_errors(
 
     As in Libri-light, a (context, speaker, phone) cell uses at most ``max_per_group`` tokens and
     an across cell at most ``max_x_speakers`` X speakers; the random choice is made once, from
-    ``seed``.
+    ``seed``. Only the token pairs that some cell compares go through DTW, so the cost grows
+    with the number of cells, not with the square of a context's size.
 
     Returns:
         mode -> ABXScore.
@@ -414,29 +421,37 @@ def abx_errors(
             raise CPCSpeechError(f"ABX mode: expected within or across, found {mode!r}")
     _check_distance(distance)
     rng = np.random.default_rng(seed)
-    keep = _subsample(tokens, max_per_group, rng)
-    contexts = _contexts(tokens, keep)
-    firsts, seconds, bases = [], [], {}
-    total = 0
-    for c, members in contexts.items():
-        n = len(members)
-        grid = torch.from_numpy(members)
-        firsts.append(grid.repeat_interleave(n))
-        seconds.append(grid.repeat(n))
-        bases[c] = total
-        total += n * n
-    if not firsts:
+    cells = _plan_cells(tokens, _subsample(tokens, max_per_group, rng), modes, max_x_speakers, rng)
+    if not cells:
         return {mode: ABXScore(mode, float("nan"), 0, 0) for mode in modes}
-    flat = pair_distances(
-        tokens, torch.cat(firsts), torch.cat(seconds), distance, progress=progress
-    )
-    flat = flat.numpy()
-    cells: dict[str, dict[tuple, list[float]]] = {mode: defaultdict(list) for mode in modes}
-    for c, members in contexts.items():
-        n = len(members)
-        matrix = flat[bases[c] : bases[c] + n * n].reshape(n, n)
-        _score_context(tokens, members, matrix, modes, max_x_speakers, rng, cells)
-    return {mode: _average(mode, cells[mode]) for mode in modes}
+    # Every requested (rows token, columns token) pair, as one int64 key, computed once.
+    n = len(tokens)
+    requests = np.concatenate([key.ravel() for cell in cells for key in (cell.xa, cell.xb)])
+    unique, inverse = np.unique(requests, return_inverse=True)
+    firsts, seconds = torch.from_numpy(unique // n), torch.from_numpy(unique % n)
+    found = pair_distances(tokens, firsts, seconds, distance, progress=progress).numpy()[inverse]
+    errors: dict[str, dict[tuple, list[float]]] = {mode: defaultdict(list) for mode in modes}
+    start = 0
+    for cell in cells:
+        d_xa = found[start : start + cell.xa.size].reshape(cell.xa.shape)
+        start += cell.xa.size
+        d_xb = found[start : start + cell.xb.size].reshape(cell.xb.shape)
+        start += cell.xb.size
+        errors[cell.mode][cell.key].append(_cell_error(d_xa, d_xb, cell.mode == "within"))
+    return {mode: _average(mode, errors[mode]) for mode in modes}
+
+
+@dataclass
+class _Cell:
+    """One (speaker, phone a, phone b) comparison in one context (and X speaker for across).
+
+    xa: (Nx, Na) and xb: (Nx, Nb) int64 pair keys (rows token * N + columns token).
+    """
+
+    mode: str
+    key: tuple[int, int, int]
+    xa: np.ndarray
+    xb: np.ndarray
 
 
 def _subsample(tokens: Tokens, max_per_group: int, rng: np.random.Generator) -> np.ndarray:
@@ -452,84 +467,68 @@ def _subsample(tokens: Tokens, max_per_group: int, rng: np.random.Generator) -> 
     return np.sort(np.asarray(keep, dtype=np.int64))
 
 
-def _contexts(tokens: Tokens, keep: np.ndarray) -> dict[int, np.ndarray]:
-    """context id -> its kept tokens (ascending), for contexts with at least two phones."""
-    by_context: dict[int, list[int]] = defaultdict(list)
-    for i in keep:
-        by_context[int(tokens.context[i])].append(int(i))
-    return {
-        c: np.asarray(m, dtype=np.int64)
-        for c, m in sorted(by_context.items())
-        if len(set(tokens.phone[m].tolist())) > 1
-    }
-
-
-def _score_context(
+def _plan_cells(
     tokens: Tokens,
-    members: np.ndarray,
-    matrix: np.ndarray,
+    keep: np.ndarray,
     modes: Sequence[str],
     max_x_speakers: int,
     rng: np.random.Generator,
-    cells: dict[str, dict[tuple, list[float]]],
-) -> None:
-    """Add the error of every (speaker, a, b[, x speaker]) cell of one context to ``cells``.
+) -> list[_Cell]:
+    """Every within and across cell, with the token pairs it compares.
 
-    ``matrix[p, q]`` is the DTW distance with token members[p] as rows and members[q] as
-    columns; within-speaker A-X distances use the earlier token as rows, as Libri-light's
-    symmetric computation does.
+    Within-speaker A-X distances put the earlier token in rows, as Libri-light's symmetric
+    computation does; X is always in rows otherwise.
     """
-    upper = np.triu(matrix, 1)
-    symmetric = upper + upper.T
-    speakers, phones = tokens.speaker[members], tokens.phone[members]
-    local: dict[tuple[int, int], np.ndarray] = defaultdict(list)
-    for p, key in enumerate(zip(speakers.tolist(), phones.tolist(), strict=True)):
-        local[key].append(p)
-    local = {k: np.asarray(v) for k, v in local.items()}
-    by_speaker: dict[int, list[int]] = defaultdict(list)
-    for s, phone in sorted(local):
-        by_speaker[s].append(phone)
-    for s, speaker_phones in by_speaker.items():
-        if len(speaker_phones) < 2:
-            continue
-        for a in speaker_phones:
-            group_a = local[(s, a)]
-            if "within" in modes and len(group_a) > 1:
-                for b in speaker_phones:
-                    if b != a:
-                        error = _within_error(symmetric, group_a, local[(s, b)])
-                        cells["within"][(s, a, b)].append(error)
-            if "across" in modes:
-                others = [k for k in local if k[1] == a and k[0] != s]
-                if len(others) > max_x_speakers:
-                    pick = rng.choice(len(others), size=max_x_speakers, replace=False)
-                    others = [others[i] for i in sorted(pick)]
-                for key_x in others:
-                    for b in speaker_phones:
+    n = len(tokens)
+    groups: dict[int, dict[tuple[int, int], list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i in keep.tolist():
+        groups[int(tokens.context[i])][(int(tokens.speaker[i]), int(tokens.phone[i]))].append(i)
+    cells = []
+    for c in sorted(groups):
+        local = {key: np.asarray(members) for key, members in groups[c].items()}
+        by_speaker: dict[int, list[int]] = defaultdict(list)
+        for s, phone in sorted(local):
+            by_speaker[s].append(phone)
+        for s, phones in by_speaker.items():
+            if len(phones) < 2:
+                continue
+            for a in phones:
+                group_a = local[(s, a)]
+                if "within" in modes and len(group_a) > 1:
+                    low = np.minimum.outer(group_a, group_a)
+                    high = np.maximum.outer(group_a, group_a)
+                    for b in phones:
                         if b != a:
-                            error = _across_error(matrix, group_a, local[(s, b)], local[key_x])
-                            cells["across"][(s, a, b)].append(error)
+                            xb = group_a[:, None] * n + local[(s, b)][None, :]
+                            cells.append(_Cell("within", (s, a, b), low * n + high, xb))
+                if "across" in modes:
+                    others = [key for key in local if key[1] == a and key[0] != s]
+                    if len(others) > max_x_speakers:
+                        pick = rng.choice(len(others), size=max_x_speakers, replace=False)
+                        others = [others[i] for i in sorted(pick)]
+                    for key_x in others:
+                        group_x = local[key_x]
+                        xa = group_x[:, None] * n + group_a[None, :]
+                        for b in phones:
+                            if b != a:
+                                xb = group_x[:, None] * n + local[(s, b)][None, :]
+                                cells.append(_Cell("across", (s, a, b), xa, xb))
+    return cells
 
 
-def _within_error(symmetric: np.ndarray, group_a: np.ndarray, group_b: np.ndarray) -> float:
-    d_xa = symmetric[np.ix_(group_a, group_a)]  # (Na, Na): X = A, the diagonal left out
-    d_xb = symmetric[np.ix_(group_a, group_b)]  # (Na, Nb)
+def _cell_error(d_xa: np.ndarray, d_xb: np.ndarray, within: bool) -> float:
+    """1 - P(d(x, a) < d(x, b)) over the cell's (x, a, b) triples, ties counted 1/2.
+
+    d_xa: (Nx, Na); d_xb: (Nx, Nb). ``within``: X is A itself, so a == x is left out.
+    """
     better = (d_xa[:, :, None] < d_xb[:, None, :]).astype(np.float64)
     ties = (d_xa[:, :, None] == d_xb[:, None, :]).astype(np.float64)
-    score = better + 0.5 * ties  # (Na, Na, Nb)
-    na = len(group_a)
+    score = better + 0.5 * ties  # (Nx, Na, Nb)
+    if not within:
+        return 1.0 - float(score.mean())
+    na = d_xa.shape[0]
     score[np.arange(na), np.arange(na)] = 0.0
-    return 1.0 - score.sum() / (na * (na - 1) * len(group_b))
-
-
-def _across_error(
-    matrix: np.ndarray, group_a: np.ndarray, group_b: np.ndarray, group_x: np.ndarray
-) -> float:
-    d_xa = matrix[np.ix_(group_x, group_a)]  # (Nx, Na)
-    d_xb = matrix[np.ix_(group_x, group_b)]  # (Nx, Nb)
-    better = d_xa[:, :, None] < d_xb[:, None, :]
-    ties = d_xa[:, :, None] == d_xb[:, None, :]
-    return 1.0 - float((better + 0.5 * ties).mean())
+    return 1.0 - float(score.sum()) / (na * (na - 1) * d_xb.shape[1])
 
 
 def _average(mode: str, cells: dict[tuple, list[float]]) -> ABXScore:

@@ -389,6 +389,94 @@ def abx(
         typer.echo(f"wrote {out}/abx.json and abx.md")
 
 
+units_app = typer.Typer(
+    help="Discrete units: k-means codebooks on frame features, unit sequences per utterance.",
+    no_args_is_help=True,
+)
+app.add_typer(units_app, name="units")
+
+
+@units_app.command("fit")
+def units_fit(
+    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
+    ),
+    k: int = typer.Option(..., "--k", help="Number of units (clusters), e.g. 50, 100, 200."),
+    out: str = typer.Option(..., "--out", "-o", help="Codebook path (X.safetensors + X.json)."),
+    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    utt_list: str | None = typer.Option(
+        None, "--list", help="Utterances to fit on (default: train_split.txt when present)."
+    ),
+    standardize: bool = typer.Option(
+        False, "--standardize", help="Standardise each utterance's features first."
+    ),
+    method: str = typer.Option("torch", "--method", help="torch (Lloyd) or sklearn (minibatch)."),
+    max_frames: int = typer.Option(500000, "--max-frames", help="Cluster at most this many."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Phone labels: also score purity, PNMI and ABX on test_split.txt."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of k-means, subsampling and 'random'."),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fit a k-means codebook on a corpus's frame features."""
+    from cpcspeech.units import fit_units
+
+    r = run_guarded(
+        fit_units, data, model, k, out, layer=layer, utt_list=utt_list, standardize=standardize,
+        method=method, max_frames=max_frames, labels=labels, seed=seed, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(
+        f"wrote {r.path} (K={r.codebook.k}, {r.codebook.dim}-d, model sha256 "
+        f"{r.codebook.model_sha256[:12]}...): {r.n_frames} frames of {r.n_utterances} "
+        f"utterances, features {r.feature_seconds:.1f} s, k-means ({method}) "
+        f"{r.kmeans_seconds:.1f} s"
+    )
+    if r.quality:
+        q = r.quality
+        line = (
+            f"test split: phone purity {q['phone_purity']:.3f}, cluster purity "
+            f"{q['cluster_purity']:.3f}, PNMI {q['pnmi']:.3f}"
+        )
+        if "abx_within" in q:
+            line += (
+                f", ABX within {100 * q['abx_within']:.2f}%, across {100 * q['abx_across']:.2f}%"
+            )
+        typer.echo(line)
+
+
+@units_app.command("apply")
+def units_apply(
+    inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
+        ..., help="Audio files, directories (searched recursively) or Kaldi wav.scp files."
+    ),
+    codebook: str = typer.Option(..., "--codebook", "-c", help="A codebook from `units fit`."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="X.txt: one 'utt u1 u2 ...' line each; else a folder of .npy."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Default: the codebook's model (must have the same weights)."
+    ),
+    collapse: bool = typer.Option(
+        False, "--collapse", help="Merge repeated units (12 12 45 -> 12 45)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Turn audio into unit sequences with a codebook (ZeroSpeech / GSLM text, or .npy)."""
+    from cpcspeech.units import apply_units
+
+    r = run_guarded(
+        apply_units, codebook, inputs, out, model_spec=model, collapse=collapse, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(
+        f"wrote {r.out}: {r.n_utterances} utterances, {r.n_frames} frames, {r.seconds:.1f} s"
+    )
+
+
 def main() -> None:  # pragma: no cover - entry point for `python -m cpcspeech`
     app()
     sys.exit(0)
