@@ -15,8 +15,11 @@ FORBIDDEN = {
     "alignments": {"loss", "data", "train", "probes", "plots", "cli"},
     "data": {"train", "probes", "plots", "cli"},
     "train": {"probes", "plots", "cli"},
-    "probes": {"cli"},
+    "features": {"loss", "data", "train", "probes", "plots", "abx", "units", "cli", "extract"},
+    "probes": {"abx", "units", "cli"},
     "plots": {"cli"},
+    "abx": {"train", "probes", "plots", "units", "cli"},
+    "units": {"train", "plots", "cli"},
 }
 
 
