@@ -133,7 +133,10 @@ def tsne(
         ..., "--data", help="LibriSpeech tree, Kaldi data dir (wav.scp + utt2spk) or plain folder."
     ),
     model: str = typer.Option(
-        ..., "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
+        ...,
+        "--model",
+        "-m",
+        help="Model directory, 'default', a Hub id, 'random', 'mfcc', .npy dir.",
     ),
     out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
     speakers: int = typer.Option(10, "--speakers", help="First N speakers in sorted order."),
@@ -150,11 +153,10 @@ def tsne(
 ) -> None:
     """Paper Figure 2: t-SNE of per-utterance mean c_t, coloured by speaker."""
     from cpcspeech.corpus import find_utterances
-    from cpcspeech.extract import load_model_for_cli
-    from cpcspeech.plots import speaker_tsne
+    from cpcspeech.plots import load_tsne_model, speaker_tsne
 
     utterances = run_guarded(find_utterances, data, utt_list)
-    cpc_model, weights = run_guarded(load_model_for_cli, model, seed, short=True)
+    cpc_model, weights = run_guarded(load_tsne_model, model, seed)
     embedding, labels = run_guarded(
         speaker_tsne,
         cpc_model,
