@@ -40,7 +40,8 @@ bench: setup
 	$(PY) benchmarks/extract_speed.py
 	$(PY) benchmarks/train_speed.py
 
-## The README's ABX and units table (speechocean762 test split; about N minutes on 2 cores).
+## The README's ABX and units table (speechocean762 test split). CPU-heavy: the ABX part alone
+## took 53 min on the shared 2-core CPU under heavy load.
 SO762 ?= ../shared/data/speechocean762-train
 # k-means is fitted on the first 300 utterances of train_split.txt (about 100k frames).
 abx-table: setup
