@@ -281,7 +281,7 @@ def probe(
         None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
     ),
     model: str = typer.Option(
-        "mfcc", "--model", "-m", help="Model directory / checkpoint, 'random' or 'mfcc'."
+        "mfcc", "--model", "-m", help="Model dir / checkpoint, 'random', 'mfcc' or a .npy dir."
     ),
     table: bool = typer.Option(
         False, "--table", help="Run Table 1: random, mfcc (+ --model if a CPC model), both tasks."
