@@ -153,7 +153,7 @@ def tsne(
         "--model",
         "-m",
         help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
-        "CPC_audio .pt or run folder, or 'random'.",
+        "CPC_audio .pt or run folder, 'random', 'mfcc' or a folder of .npy features.",
     ),
     out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
     speakers: int = typer.Option(10, "--speakers", help="First N speakers in sorted order."),
@@ -170,11 +170,10 @@ def tsne(
 ) -> None:
     """Paper Figure 2: t-SNE of per-utterance mean c_t, coloured by speaker."""
     from cpcspeech.corpus import find_utterances
-    from cpcspeech.extract import load_model_for_cli
-    from cpcspeech.plots import speaker_tsne
+    from cpcspeech.plots import load_tsne_model, speaker_tsne
 
     utterances = run_guarded(find_utterances, data, utt_list)
-    cpc_model, weights = run_guarded(load_model_for_cli, model, seed, short=True)
+    cpc_model, weights = run_guarded(load_tsne_model, model, seed)
     embedding, labels = run_guarded(
         speaker_tsne,
         cpc_model,
@@ -347,7 +346,7 @@ def probe(
         None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
     ),
     model: str = typer.Option(
-        "mfcc", "--model", "-m", help="Model directory / checkpoint, 'random' or 'mfcc'."
+        "mfcc", "--model", "-m", help="Model dir / checkpoint, 'random', 'mfcc' or a .npy dir."
     ),
     table: bool = typer.Option(
         False, "--table", help="Run Table 1: random, mfcc (+ --model if a CPC model), both tasks."
@@ -407,6 +406,143 @@ def probe(
         f"{result.task} accuracy {100 * result.accuracy:.1f}% ({result.method}, "
         f"{result.n_classes} classes, {result.n_train_frames} train / {result.n_test_frames} "
         f"test samples, {result.seconds:.0f} s)"
+    )
+
+
+@app.command("abx")
+def abx(
+    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Alignment (CPC, Kaldi per-frame, CTM, TextGrid) to make items."
+    ),
+    item: str | None = typer.Option(
+        None, "--item", help="An existing .item file (Libri-light / ZeroSpeech) instead."
+    ),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
+    ),
+    table: bool = typer.Option(False, "--table", help="Score random, mfcc and --model."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Folder for abx.json/.md/.item."),
+    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    distance: str = typer.Option("angular", "--distance", help="angular, euclidean or kl."),
+    test_list: str | None = typer.Option(
+        None, "--test-list", help="Default: test_split.txt in the data dir when present."
+    ),
+    label_format: str | None = typer.Option(
+        None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
+    ),
+    phones: str | None = typer.Option(
+        None, "--phones", help="SYMBOL ID table (default: phones.txt beside --labels)."
+    ),
+    max_per_group: int = typer.Option(10, "--max-per-group", help="Tokens per cell (as CPC)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of 'random' and of subsampling."),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
+    from cpcspeech.abx import run_abx
+
+    specs = ["random", "mfcc"] + ([] if model in ("random", "mfcc") else [model])
+    results, markdown = run_guarded(
+        run_abx, data, specs if table else [model], labels=labels, item_file=item, out_dir=out,
+        test_list=test_list, label_format=label_format, phones=phones, layer=layer,
+        distance=distance, max_per_group=max_per_group, seed=seed, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(markdown, nl=False)
+    for r in results:
+        typer.echo(
+            f"{r.method}: {r.n_tokens} tokens of {r.n_utterances} utterances, {r.seconds:.0f} s"
+        )
+    if out:
+        typer.echo(f"wrote {out}/abx.json and abx.md")
+
+
+units_app = typer.Typer(
+    help="Discrete units: k-means codebooks on frame features, unit sequences per utterance.",
+    no_args_is_help=True,
+)
+app.add_typer(units_app, name="units")
+
+
+@units_app.command("fit")
+def units_fit(
+    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
+    ),
+    k: int = typer.Option(..., "--k", help="Number of units (clusters), e.g. 50, 100, 200."),
+    out: str = typer.Option(..., "--out", "-o", help="Codebook path (X.safetensors + X.json)."),
+    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    utt_list: str | None = typer.Option(
+        None, "--list", help="Utterances to fit on (default: train_split.txt when present)."
+    ),
+    standardize: bool = typer.Option(
+        False, "--standardize", help="Standardise each utterance's features first."
+    ),
+    method: str = typer.Option("torch", "--method", help="torch (Lloyd) or sklearn (minibatch)."),
+    max_frames: int = typer.Option(500000, "--max-frames", help="Cluster at most this many."),
+    labels: str | None = typer.Option(
+        None, "--labels", help="Phone labels: also score purity, PNMI and ABX on test_split.txt."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of k-means, subsampling and 'random'."),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fit a k-means codebook on a corpus's frame features."""
+    from cpcspeech.units import fit_units
+
+    r = run_guarded(
+        fit_units, data, model, k, out, layer=layer, utt_list=utt_list, standardize=standardize,
+        method=method, max_frames=max_frames, labels=labels, seed=seed, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(
+        f"wrote {r.path} (K={r.codebook.k}, {r.codebook.dim}-d, model sha256 "
+        f"{r.codebook.model_sha256[:12]}...): {r.n_frames} frames of {r.n_utterances} "
+        f"utterances, features {r.feature_seconds:.1f} s, k-means ({method}) "
+        f"{r.kmeans_seconds:.1f} s"
+    )
+    if r.quality:
+        q = r.quality
+        line = (
+            f"test split: phone purity {q['phone_purity']:.3f}, cluster purity "
+            f"{q['cluster_purity']:.3f}, PNMI {q['pnmi']:.3f}"
+        )
+        if "abx_within" in q:
+            line += (
+                f", ABX within {100 * q['abx_within']:.2f}%, across {100 * q['abx_across']:.2f}%"
+            )
+        typer.echo(line)
+
+
+@units_app.command("apply")
+def units_apply(
+    inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
+        ..., help="Audio files, directories (searched recursively) or Kaldi wav.scp files."
+    ),
+    codebook: str = typer.Option(..., "--codebook", "-c", help="A codebook from `units fit`."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="X.txt: one 'utt u1 u2 ...' line each; else a folder of .npy."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Default: the codebook's model (must have the same weights)."
+    ),
+    collapse: bool = typer.Option(
+        False, "--collapse", help="Merge repeated units (12 12 45 -> 12 45)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Turn audio into unit sequences with a codebook (ZeroSpeech / GSLM text, or .npy)."""
+    from cpcspeech.units import apply_units
+
+    r = run_guarded(
+        apply_units, codebook, inputs, out, model_spec=model, collapse=collapse, device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    typer.echo(
+        f"wrote {r.out}: {r.n_utterances} utterances, {r.n_frames} frames, {r.seconds:.1f} s"
     )
 
 

@@ -5,7 +5,6 @@ torch.hub and the Libri-light checkpoints) and a CPC_audio run folder (``checkpo
 ``checkpoint_args.json``). Nothing is ever unpickled beyond tensors and plain containers.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
+from cpcspeech.files import file_sha256
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
 
 CARD_NAME = "README.md"
@@ -90,15 +90,6 @@ def is_cpc_audio_source(path: str | os.PathLike) -> bool:
     if path.is_file():
         return path.suffix in (".pt", ".pth")
     return path.is_dir() and (path / ARGS_NAME).is_file()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_tensors_only(path: Path) -> Any:

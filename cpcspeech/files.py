@@ -4,6 +4,7 @@ Temporary files and folders get the mode ``open()`` and ``mkdir()`` would give (
 the umask), not tempfile's private 0600 / 0700, so outputs on a shared machine stay readable.
 """
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -82,3 +83,12 @@ def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> N
             else f"{type(err).__name__}: {err.strerror or err}"
         )
         raise CPCSpeechError(f"{option}: cannot write in {folder} ({reason})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,6 +14,7 @@ import torch
 
 from cpcspeech.corpus import Utterance
 from cpcspeech.errors import CPCSpeechError
+from cpcspeech.features import FeatureSource
 from cpcspeech.files import check_writable_folder, read_text, temp_sibling
 from cpcspeech.model import CPCModel
 
@@ -104,12 +105,13 @@ def auto_perplexity(num_samples: int) -> float:
 
 
 def utterance_means(
-    model: CPCModel, utterances: Sequence[Utterance], progress: bool = False
+    model: CPCModel | FeatureSource, utterances: Sequence[Utterance], progress: bool = False
 ) -> np.ndarray:
-    """Per-utterance mean of the context vectors c_t.
+    """Per-utterance mean of the context vectors c_t (or of any feature source's frames).
 
     Args:
-        model: the CPC model; features are computed on its device.
+        model: the CPC model (features are computed on its device), or a
+            :class:`cpcspeech.features.FeatureSource` such as MFCC or a folder of ``.npy``.
         utterances: U utterances; each audio file is read with ``cpcspeech.audio.load_audio``.
         progress: show a rich progress bar on stderr.
 
@@ -121,20 +123,39 @@ def utterance_means(
 
     from cpcspeech.audio import load_audio
 
-    model = model.eval()
+    if isinstance(model, CPCModel):
+        model = model.eval()
     rows = []
     with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task("features", total=len(utterances))
         for utt in utterances:
-            wav = torch.from_numpy(load_audio(utt.path))  # (N,)
-            c = model.extract(wav, layer="c")  # (T, c_dim)
-            rows.append(c.mean(dim=0).double().cpu().numpy())  # (c_dim,)
+            if isinstance(model, FeatureSource):
+                feats = model.utterance_features(utt)  # (T, D)
+                rows.append(np.asarray(feats, dtype=np.float64).mean(axis=0))
+            else:
+                wav = torch.from_numpy(load_audio(utt.path))  # (N,)
+                c = model.extract(wav, layer="c")  # (T, c_dim)
+                rows.append(c.mean(dim=0).double().cpu().numpy())  # (c_dim,)
             bar.advance(task)
     return np.stack(rows)  # (U, c_dim)
 
 
+def load_tsne_model(spec: str, seed: int = 0) -> tuple[CPCModel | FeatureSource, str]:
+    """``--model`` of ``cpcspeech tsne``: ``mfcc`` or a folder of ``.npy`` features as a feature
+    source, anything else as a CPC model; with a short description of the weights."""
+    from cpcspeech.extract import load_model_for_cli
+    from cpcspeech.features import load_feature_source
+
+    path = Path(spec)
+    if spec == "mfcc" or (path.is_dir() and not (path / "config.json").is_file()
+                          and any(path.rglob("*.npy"))):  # fmt: skip
+        source = load_feature_source(spec)
+        return source, source.name
+    return load_model_for_cli(spec, seed, short=True)
+
+
 def speaker_tsne(
-    model: CPCModel,
+    model: CPCModel | FeatureSource,
     utterances: Sequence[Utterance],
     out_png: str | os.PathLike,
     max_speakers: int = 10,
@@ -149,7 +170,8 @@ def speaker_tsne(
     Speakers: the first ``max_speakers`` in sorted order (see :func:`select_speakers`).
 
     Args:
-        model: CPC model (trained, or random init as a baseline).
+        model: CPC model (trained, or random init as a baseline), or a feature source
+            (:func:`load_tsne_model` gives one for ``mfcc`` and folders of ``.npy``).
         utterances: candidates, e.g. from ``cpcspeech.corpus.find_utterances``.
         out_png: the figure, written atomically.
         max_speakers: how many speakers to show (the paper shows 10).

@@ -94,7 +94,7 @@ class ModelSource:
         ``short`` leaves out local folders and details (for figure titles, which get published).
         """
         if self.kind == "cpc_audio":
-            from cpcspeech.convert import file_sha256
+            from cpcspeech.files import file_sha256
 
             digest = file_sha256(self.checkpoint)[:12]
             if short:

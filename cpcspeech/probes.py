@@ -5,8 +5,9 @@ classification for a CPC model, a random-init CPC, MFCC features and a supervise
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,163 +16,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cpcspeech.alignments import (
-    Alignment,
-    detect_format,
-    label_frames,
-    match_frames,
-    read_alignment,
-)
+from cpcspeech.alignments import Alignment, detect_format, label_frames, read_alignment
 from cpcspeech.audio import audio_info, load_audio
 from cpcspeech.config import load_config
 from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.extract import resolve_device
+from cpcspeech.features import (
+    FeatureSource,
+    FrameSet,
+    cpc_source,
+    extract_frames,
+    load_feature_source,
+    progress_bar,
+)
 from cpcspeech.files import check_writable_folder, write_text_atomic
-from cpcspeech.mfcc import MFCC_DIM, mfcc_features
 from cpcspeech.model import CPCModel
 
 TASKS = ("phone", "speaker")
 SPEAKER_MODES = ("frame", "utterance")
-
-
-# ----- feature sources -----
-
-
-@dataclass
-class FeatureSource:
-    """A named function from one utterance's samples to per-frame features.
-
-    ``extract(wav)``: (N,) float32 at 16 kHz -> (T, dim) float32 numpy, frame t starting at
-    sample 160 t.
-    """
-
-    name: str
-    dim: int
-    extract: Callable[[np.ndarray], np.ndarray]
-
-
-def cpc_source(model: CPCModel, name: str, layer: str = "c") -> FeatureSource:
-    """Frozen CPCModel features: c_t (layer "c", the paper's probe input), z_t (layer "z") or
-    one recurrent layer's output ("c1".."cN", see CPCModel.layers)."""
-    if layer not in model.layers:
-        raise CPCSpeechError(f"layer: expected one of {list(model.layers)}, found {layer!r}")
-    model = model.eval()
-    device = next(model.parameters()).device
-
-    def extract(wav: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            feats = model.extract(torch.from_numpy(wav).to(device), layer=layer)  # (T, D)
-        return feats.float().cpu().numpy()
-
-    return FeatureSource(name=f"{name}:{layer}", dim=model.layer_dim(layer), extract=extract)
-
-
-def random_model(seed: int = 0) -> CPCModel:
-    """An untrained CPCModel with PyTorch's default init, seeded; the global RNG is left as is."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CPCModel()
-
-
-def load_feature_source(
-    spec: str, layer: str = "c", seed: int = 0, device: str | torch.device = "cpu"
-) -> FeatureSource:
-    """``"mfcc"`` (39-d), ``"random"`` (seeded untrained CPCModel) or anything
-    ``CPCModel.from_pretrained`` accepts (a model or checkpoint directory, "default", a Hub id)."""
-    if spec == "mfcc":
-        return FeatureSource(name="mfcc", dim=MFCC_DIM, extract=mfcc_features)
-    if spec == "random":
-        return cpc_source(random_model(seed).to(device), f"random(seed={seed})", layer)
-    return cpc_source(CPCModel.from_pretrained(spec, map_location=device), str(spec), layer)
-
-
-# ----- per-frame feature sets -----
-
-
-@dataclass
-class FrameSet:
-    """Frame features of a list of utterances, stored back to back.
-
-    Attributes:
-        features: (F, D) float32, utterance i's frames at rows offsets[i]:offsets[i + 1].
-        phones: (F,) int64 phone ids, or None when no alignment was given.
-        offsets: (U + 1,) int64 row offsets.
-        utterances: the U utterances, in order.
-    """
-
-    features: np.ndarray
-    phones: np.ndarray | None
-    offsets: np.ndarray
-    utterances: list[Utterance]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.offsets[-1])
-
-    def utterance_index(self) -> np.ndarray:
-        """(F,) int64: the utterance each frame belongs to."""
-        return np.repeat(np.arange(len(self.utterances)), np.diff(self.offsets))
-
-    def utterance_means(self) -> np.ndarray:
-        """(U, D) float32 mean feature of each utterance."""
-        sums = np.add.reduceat(self.features, self.offsets[:-1], axis=0, dtype=np.float64)
-        counts = np.maximum(np.diff(self.offsets), 1)[:, None]
-        return (sums / counts).astype(np.float32)
-
-
-def extract_frames(
-    source: FeatureSource,
-    utterances: Sequence[Utterance],
-    alignment: Alignment | None = None,
-    tolerance: int = 2,
-    progress: bool = True,
-    description: str = "features",
-) -> FrameSet:
-    """Stream utterances one at a time through ``source``; with labels, pair frames via
-    :func:`cpcspeech.alignments.match_frames`.
-
-    Memory is one utterance of audio plus the (F, D) float32 result; with an alignment the result
-    is allocated once (label counts bound F), otherwise per-utterance arrays are joined at the end.
-
-    Returns:
-        FrameSet with F = sum over utterances of min(feature frames, label frames) (or all
-        feature frames without an alignment).
-    """
-    utterances = list(utterances)
-    if alignment is not None:
-        missing = [u.utt_id for u in utterances if u.utt_id not in alignment]
-        if missing:
-            raise AlignmentError(
-                f"{len(missing)} of {len(utterances)} utterances have no labels, e.g. "
-                f"{missing[:10]}"
-            )
-        capacity = sum(len(alignment[u.utt_id]) for u in utterances)
-        features = np.empty((capacity, source.dim), dtype=np.float32)
-        phones = np.empty(capacity, dtype=np.int64)
-    chunks: list[np.ndarray] = []
-    offsets = np.zeros(len(utterances) + 1, dtype=np.int64)
-    row = 0
-    with _progress(progress) as bar:
-        task = bar.add_task(description, total=len(utterances))
-        for i, utt in enumerate(utterances):
-            feats = source.extract(load_audio(utt.path))  # (T, D)
-            if alignment is not None:
-                try:
-                    feats, labels = match_frames(feats, alignment[utt.utt_id], tolerance)
-                except AlignmentError as err:
-                    raise AlignmentError(f"utterance {utt.utt_id} ({utt.path}): {err}") from err
-                features[row : row + len(feats)] = feats
-                phones[row : row + len(feats)] = labels
-            else:
-                chunks.append(np.asarray(feats, dtype=np.float32))
-            row += len(feats)
-            offsets[i + 1] = row
-            bar.advance(task)
-    if alignment is None:
-        features = np.concatenate(chunks) if chunks else np.zeros((0, source.dim), dtype=np.float32)
-        return FrameSet(features, None, offsets, utterances)
-    return FrameSet(features[:row], phones[:row], offsets, utterances)
 
 
 # ----- the probe classifier -----
@@ -406,7 +269,7 @@ def train_supervised(
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     rng = np.random.default_rng(budget.seed)
     model.train()
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task_id = bar.add_task(f"supervised {task}", total=budget.steps)
         for _ in range(budget.steps):
             wavs, targets = [], []
@@ -786,9 +649,10 @@ def _check_task(task: str, speaker_mode: str) -> None:
 def _check_options(
     layer: str, hidden: int, epochs: int, device: str | torch.device, out_dir: object
 ) -> None:
-    """Options that used to be ignored or silently clamped, checked before any work."""
-    if layer not in ("c", "z"):
-        raise CPCSpeechError(f"--layer: expected c or z, found {layer!r}")
+    """Options that used to be ignored or silently clamped, checked before any work (the layer
+    name is checked against the model itself when its features are made: c, z or c1..cN)."""
+    if not re.fullmatch(r"c\d*|z", layer):
+        raise CPCSpeechError(f"--layer: expected c, z or c1..cN, found {layer!r}")
     if hidden < 0:
         raise CPCSpeechError(f"--hidden: expected 0 (linear) or a width >= 1, found {hidden}")
     if epochs < 1:
@@ -797,27 +661,3 @@ def _check_options(
         resolve_device(device)
     if out_dir is not None:
         check_writable_folder(out_dir)
-
-
-def _progress(enabled: bool):
-    """A rich progress bar on stderr; ``enabled=False`` gives rich's own no-op (``disable``)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )

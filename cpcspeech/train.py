@@ -5,7 +5,6 @@ as in the paper (section 3.1). A killed run resumed with ``resume=True`` repeats
 """
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -48,7 +47,7 @@ from cpcspeech.data import (
     rank_and_world,
 )
 from cpcspeech.errors import ConfigError, CPCSpeechError
-from cpcspeech.files import temp_dir, temp_sibling, umask_mode, write_text_atomic
+from cpcspeech.files import file_sha256, temp_dir, temp_sibling, umask_mode, write_text_atomic
 from cpcspeech.loss import InfoNCE
 from cpcspeech.model import CPCModel, load_state_strict
 
@@ -206,15 +205,6 @@ def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
         if p.is_dir() and re.fullmatch(r"step-\d+", p.name) and (p / TRAINER_NAME).is_file()
     ]
     return sorted(found, key=lambda p: p.name)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of one file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_checkpoint(

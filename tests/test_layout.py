@@ -20,8 +20,11 @@ FORBIDDEN = {
     "lhotse_ext": {"loss", "data", "train", "probes", "plots", "cli", "extract"},
     "data": {"train", "probes", "plots", "cli"},
     "train": {"probes", "plots", "cli"},
-    "probes": {"cli"},
+    "features": {"loss", "data", "train", "probes", "plots", "abx", "units", "cli", "extract"},
+    "probes": {"abx", "units", "cli"},
     "plots": {"cli"},
+    "abx": {"train", "probes", "plots", "units", "cli"},
+    "units": {"train", "plots", "cli"},
 }
 
 

@@ -134,6 +134,23 @@ def test_tsne_cli_with_random_model(corpus, tmp_path):
     _check_png(out)
 
 
+def test_tsne_cli_with_a_folder_of_npy_features(corpus, tmp_path):
+    feats = tmp_path / "feats"
+    rng = np.random.default_rng(0)
+    for k, speaker in enumerate(SPEAKERS):
+        (feats / speaker).mkdir(parents=True)
+        for i in range(4):
+            frames = rng.normal(size=(25, 6)) + 5.0 * k  # speakers far apart
+            np.save(feats / speaker / f"{speaker}_{i}.npy", frames.astype(np.float32))
+    out = tmp_path / "npy_tsne.png"
+    result = CliRunner().invoke(
+        app, ["tsne", "--data", str(corpus), "--model", str(feats), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 utterances of 3 speakers" in result.output and "npy:feats" in result.output
+    _check_png(out)
+
+
 def test_tsne_cli_reports_bad_input_without_traceback(tmp_path):
     result = CliRunner().invoke(
         app, ["tsne", "--data", str(tmp_path / "nope"), "--model", "random", "--out", "x.png"]

@@ -10,12 +10,11 @@ import torch
 
 from cpcspeech.alignments import CANONICAL_INDEX, label_frames
 from cpcspeech.errors import AlignmentError, CPCSpeechError
+from cpcspeech.features import extract_frames, load_feature_source
 from cpcspeech.mfcc import mfcc_features
 from cpcspeech.probes import (
     SupervisedBudget,
     accuracy,
-    extract_frames,
-    load_feature_source,
     probe_source,
     resolve_probe_data,
     run_probe,
