@@ -2,6 +2,11 @@
 
 Also times a large matmul in each precision, to say what fraction of the machine's matmul limit a
 training step reaches. Usage: python benchmarks/train_speed.py [--repeats 5] [--profile]
+
+``--augment`` instead measures what time-domain augmentation (augment.py) costs a training step:
+the CPU time of augmenting one batch in-process, and the median wall time of real training steps
+(DataLoader with one worker process, the shipped recipe's model, bf16) without augmentation and
+with the study's chain on one shared view (side "both", so the model's work is the same).
 """
 
 import argparse
@@ -99,8 +104,12 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--profile", action="store_true", help="profile one step per config")
+    parser.add_argument("--augment", action="store_true", help="measure augmentation's cost")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.augment:
+        augment_benchmark(args)
+        return
 
     audio_per_step = args.batch * args.samples / 16000
     model = CPCModel(ModelConfig())
@@ -167,6 +176,88 @@ def main() -> None:
         "in the same precision; 'cpu-bound' = audio-s/s from process CPU time / threads, i.e. "
         "an estimate for an unshared machine)"
     )
+
+
+STUDY_CHAIN = dict(  # recipes/speechocean762/study.sh's augmentation
+    pitch_p=0.5,
+    reverb_p=0.5,
+    band_reject_p=0.2,
+    colored_noise_p=0.3,
+    corpus_noise_p=0.3,
+    time_dropout_p=0.2,
+)
+
+
+def augment_benchmark(args: argparse.Namespace) -> None:
+    """Augmentation's CPU cost per batch, and the step time with and without it (see --help)."""
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    from cpcspeech.augment import window_rng
+    from cpcspeech.config import AugmentConfig, Config, DataConfig, OptimConfig
+    from cpcspeech.corpus import find_utterances
+    from cpcspeech.data import WindowCorpus, WindowSampler, make_augmenter, make_loader
+    from cpcspeech.train import make_objective, make_optimizer
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(40):  # 40 utterances of 3-6 s, 4 speakers
+            folder = Path(tmp) / f"spk{i % 4}"
+            folder.mkdir(exist_ok=True)
+            n = int(rng.integers(3 * 16000, 6 * 16000))
+            sf.write(folder / f"u{i}.flac", (0.1 * rng.standard_normal(n)).astype("float32"), 16000)
+        corpus = WindowCorpus(find_utterances(tmp), window=args.samples)
+        chain = AugmentConfig(side="both", **STUDY_CHAIN)
+        augmenter = make_augmenter(chain, corpus, 16000)
+        window = corpus.read(corpus_window_spec(corpus))
+        cpu = []
+        for r in range(max(args.repeats, 5)):
+            start = time.process_time()
+            for position in range(args.batch):
+                augmenter(window, window_rng(0, 0, r, position))
+            cpu.append(time.process_time() - start)
+        augment_cpu = statistics.median(cpu)
+        print(f"augmenting one batch of {args.batch} windows in-process: {augment_cpu:.3f} CPU-s")
+
+        cfg = Config(
+            data=DataConfig(root=tmp, window=args.samples, batch_size=args.batch),
+            optim=OptimConfig(lr=2e-4),
+        )
+        cfg.model.norm = "channel"
+        cfg.loss.num_negatives = 16
+        cfg.train.precision = "bf16"
+        results = {}
+        for name, side in (("no augmentation", "none"), ("augmentation", "both")):
+            objective = make_objective(cfg)
+            optimizer, _ = make_optimizer(cfg.optim, objective)
+            sampler = WindowSampler(corpus, args.batch, seed=0)
+            loader = make_loader(corpus, sampler, 1, augmenter if side != "none" else None, side)
+            times = []
+            batches = iter(loader)
+            for i in range(args.warmup + args.repeats):
+                start = time.perf_counter()
+                batch = next(batches)
+                loss, _, _ = objective(batch.wav, batch.speakers, torch.Generator().manual_seed(i))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - start)
+            results[name] = statistics.median(times)
+            print(f"step with the loader, {name}: {results[name]:.3f} s (median)")
+        ratio = results["augmentation"] / results["no augmentation"]
+        print(
+            f"slowdown from augmentation: {ratio:.3f}x (goal <= 1.15x); augmentation's CPU per "
+            f"batch is {augment_cpu / results['no augmentation']:.1%} of a step's wall time"
+        )
+
+
+def corpus_window_spec(corpus):
+    from cpcspeech.data import WindowSpec
+
+    return WindowSpec(0, 0, corpus.window, 0, 0)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Resampling uses soxr ("HQ"); its output length for n input samples is floor(n * 16000 / sr + 1/2).
 """
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def _check_wav_data_chunk(path: Path) -> None:
             pos += 8 + length + (length & 1)
 
 
-def _check_rate(path: Path, rate: int) -> None:
+def _check_rate(path: object, rate: int) -> None:
     if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
         raise AudioError(
             path,
@@ -139,12 +140,12 @@ def _read_frames(f: sf.SoundFile, size: int) -> np.ndarray:
     return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
 
 
-def _open_error(path: Path, err: Exception) -> AudioError:
+def _open_error(path: object, err: Exception) -> AudioError:
     return AudioError(path, f"not a readable audio file ({err})")
 
 
 def _check_length(
-    path: Path, num_samples: int, source_samples: int, sample_rate: int, min_samples: int
+    path: object, num_samples: int, source_samples: int, sample_rate: int, min_samples: int
 ) -> None:
     if source_samples == 0:
         raise AudioError(path, "no audio: the file holds 0 frames")
@@ -205,12 +206,49 @@ def load_audio(
         raise
     except Exception as err:
         raise _open_error(path, err) from err
-    if data.shape[0] == 0:
-        raise AudioError(path, "no audio: the file holds 0 frames")
-    if data.shape[0] < promised:
+    if 0 < data.shape[0] < promised:
         raise AudioError(
             path, f"truncated: the header promises {promised} frames, decoding gave {data.shape[0]}"
         )
+    return to_mono(path, data, source_rate, sample_rate, min_samples)
+
+
+def decode_audio(
+    encoded: bytes, label: str, sample_rate: int = SAMPLE_RATE, min_samples: int = MIN_SAMPLES
+) -> np.ndarray:
+    """Decode audio file bytes (e.g. a command's output) exactly as :func:`load_audio` reads files.
+
+    Args:
+        encoded: the bytes of a WAV/FLAC/OGG/... file.
+        label: what error messages name as the source (a command line, a path).
+
+    Returns:
+        wav: (N,) float32 mono at ``sample_rate``.
+    """
+    if not encoded:
+        raise AudioError(label, "no bytes to decode (empty output), expected audio")
+    try:
+        data, source_rate = sf.read(io.BytesIO(encoded), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise _open_error(label, err) from err
+    _check_rate(label, source_rate)
+    return to_mono(label, data, source_rate, sample_rate, min_samples)
+
+
+def to_mono(
+    path: object, data: np.ndarray, source_rate: int, sample_rate: int, min_samples: int
+) -> np.ndarray:
+    """Decoded samples to model input: channels mixed by their mean, resampled with soxr, checked.
+
+    Args:
+        path: what error messages name as the source.
+        data: (N, channels) float32 at ``source_rate``.
+
+    Returns:
+        wav: (N',) float32 mono at ``sample_rate``, N' = floor(N * sample_rate / source_rate + 1/2).
+    """
+    if data.shape[0] == 0:
+        raise AudioError(path, "no audio: the file holds 0 frames")
     finite = np.isfinite(data)
     if not finite.all():
         bad = int(data.size - np.count_nonzero(finite))

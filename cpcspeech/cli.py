@@ -56,7 +56,10 @@ def _root() -> None:
 @app.command()
 def extract(
     inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
-        ..., help="Audio files, directories (searched recursively) or Kaldi wav.scp files."
+        ...,
+        help="Audio files, directories (searched recursively), Kaldi wav.scp files or Kaldi data "
+        "directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run "
+        "as shell commands.",
     ),
     out: str = typer.Option(
         ...,
@@ -64,7 +67,9 @@ def extract(
         "-o",
         help="OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
         "num_frames, seconds, status, id). A directory (existing or ending in '/'): one "
-        "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy).",
+        "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy). "
+        "ark,scp:FEATS.ark,FEATS.scp: Kaldi float matrices keyed by utterance id (needs "
+        "cpcspeech[kaldi]).",
     ),
     model: str = typer.Option(
         "default", "--model", "-m", help="Model directory, 'default', a Hub id, or 'random'."
@@ -124,7 +129,7 @@ def extract(
     )
     if skipped:
         for result in skipped:
-            console.print(f"{result.input.path}: {result.status}", highlight=False, markup=False)
+            console.print(f"{result.input.source}: {result.status}", highlight=False, markup=False)
         console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
         raise typer.Exit(1)
 

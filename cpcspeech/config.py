@@ -1,7 +1,7 @@
 """Configuration as plain dataclasses, loaded from one YAML file.
 
 Unknown keys and missing required values are errors; values are coerced by field type, because
-PyYAML reads ``1e-4`` as a string. Sections: model, loss, data, optim, train.
+PyYAML reads ``1e-4`` as a string. Sections: model, loss, data, optim, train, augment.
 """
 
 import dataclasses
@@ -86,7 +86,9 @@ class DataConfig:
     """Where utterances come from and how training windows are cut."""
 
     root: str = MISSING_PATH  # LibriSpeech tree, Kaldi data dir or plain folder
-    train_list: str = ""  # optional utterance-id list (e.g. the CPC paper's train_split.txt)
+    # Optional utterance-id lists (e.g. the CPC paper's train_split.txt); several lists are
+    # joined in order (an id in two lists is an error). Empty = every utterance under root.
+    train_list: tuple[str, ...] = ()
     valid_list: str = ""  # optional held-out list used for validation
     window: int = 20480  # samples per training window (1.28 s at 16 kHz)
     short_utterances: str = "drop"  # "drop" or "pad" utterances shorter than one window
@@ -134,10 +136,105 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     tensorboard: bool = False
     seed: int = 0
+    # A compute budget: stop (with a checkpoint) once the run has used this many seconds, summed
+    # over resumes; 0 = no budget, max_steps alone decides. "cpu" counts the training process's
+    # CPU time (all its threads; not the data-loader workers), which a busy shared machine
+    # disturbs far less than wall time; "wall" counts elapsed time.
+    budget_seconds: float = 0.0
+    budget_clock: str = "cpu"
 
     def __post_init__(self) -> None:
         _check_choice("train.precision", self.precision, ("fp32", "bf16"))
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("train.budget_clock", self.budget_clock, ("cpu", "wall"))
+        if not self.budget_seconds >= 0:
+            raise ConfigError(f"train.budget_seconds must be >= 0; found {self.budget_seconds}")
+
+
+@dataclass
+class AugmentConfig:
+    """Time-domain augmentation of training windows (Kharitonov et al. 2020, arXiv:2007.00991).
+
+    All off by default. ``side`` says which signal the model sees augmented: "past" augments
+    the audio that the context c_t is computed from while the targets z_{t+k} come from the
+    clean audio (two encoder passes), "future" the reverse, "both" feeds one augmented signal
+    to both sides (one pass), "none" disables augmentation. Each transform is applied to a
+    window with its own probability ``*_p``; ranges are drawn uniformly. See augment.py.
+    """
+
+    side: str = "none"
+    pitch_p: float = 0.0
+    pitch_semitones: float = 3.0  # shift drawn from [-x, x] semitones, duration kept
+    reverb_p: float = 0.0
+    reverb_rt60: tuple[float, float] = (0.2, 0.8)  # seconds, synthetic exponential-decay RIR
+    reverb_wet: tuple[float, float] = (0.3, 1.0)  # reverberant part relative to the dry path
+    band_reject_p: float = 0.0
+    band_reject_hz: tuple[float, float] = (100.0, 6000.0)  # band centre range
+    band_reject_width: tuple[float, float] = (0.1, 0.5)  # width as a fraction of the centre
+    colored_noise_p: float = 0.0
+    colored_noise_beta: tuple[float, float] = (0.0, 2.0)  # 1/f^beta: 0 white, 1 pink, 2 brown
+    corpus_noise_p: float = 0.0  # another training utterance's window, mixed in (babble)
+    folder_noise_p: float = 0.0  # a file from noise_dir (any soundfile format, any rate)
+    noise_dir: str = ""
+    noise_snr_db: tuple[float, float] = (5.0, 20.0)  # for all three additive noises
+    time_dropout_p: float = 0.0
+    time_dropout_ms: float = 50.0  # each dropped span is up to this long
+    time_dropout_spans: int = 3  # up to this many spans per window
+
+    def __post_init__(self) -> None:
+        _check_choice("augment.side", self.side, ("none", "past", "future", "both"))
+        for name in (
+            "pitch_p",
+            "reverb_p",
+            "band_reject_p",
+            "colored_noise_p",
+            "corpus_noise_p",
+            "folder_noise_p",
+            "time_dropout_p",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"augment.{name} must be in [0, 1]; found {value}")
+        for name, positive in (
+            ("reverb_rt60", True),
+            ("reverb_wet", False),
+            ("band_reject_hz", True),
+            ("band_reject_width", True),
+            ("colored_noise_beta", False),
+            ("noise_snr_db", False),
+        ):
+            lo, hi = getattr(self, name)
+            if lo > hi or (positive and lo <= 0) or (name == "reverb_wet" and lo < 0):
+                bound = "0 < low" if positive else ("0 <= low" if name == "reverb_wet" else "low")
+                raise ConfigError(
+                    f"augment.{name} must be a range [low, high] with {bound} <= high; "
+                    f"found {[lo, hi]}"
+                )
+        if not 0.0 <= self.pitch_semitones <= 12.0:
+            raise ConfigError(
+                f"augment.pitch_semitones must be in [0, 12]; found {self.pitch_semitones}"
+            )
+        if self.time_dropout_ms <= 0 or self.time_dropout_spans < 1:
+            raise ConfigError(
+                "augment.time_dropout_ms must be > 0 and time_dropout_spans >= 1; found "
+                f"{self.time_dropout_ms}, {self.time_dropout_spans}"
+            )
+        if self.folder_noise_p > 0 and not self.noise_dir:
+            raise ConfigError("augment.folder_noise_p > 0 needs augment.noise_dir; found none")
+
+    @property
+    def enabled(self) -> bool:
+        """True when some transform can fire on some side."""
+        probabilities = (
+            self.pitch_p,
+            self.reverb_p,
+            self.band_reject_p,
+            self.colored_noise_p,
+            self.corpus_noise_p,
+            self.folder_noise_p,
+            self.time_dropout_p,
+        )
+        return self.side != "none" and any(p > 0 for p in probabilities)
 
 
 @dataclass
@@ -149,6 +246,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -205,6 +303,7 @@ _SIZE = 4096  # widest plausible layer; with the safetensors header check it bou
 _SEED = Range(0, 2**32 - 1)
 _COUNT = Range(0, 10**9)
 _POSITIVE = Range(1, 10**9)
+_PROBABILITY = Range(0, 1)
 RANGES: dict[str, dict[str, Range]] = {
     "ModelConfig": {
         "sample_rate": Range(1000, 192000),
@@ -242,6 +341,25 @@ RANGES: dict[str, dict[str, Range]] = {
         "checkpoint_every": _POSITIVE,
         "keep_last": _COUNT,
         "seed": _SEED,
+        "budget_seconds": Range(0, None),
+    },
+    "AugmentConfig": {
+        "pitch_p": _PROBABILITY,
+        "pitch_semitones": Range(0, 12),
+        "reverb_p": _PROBABILITY,
+        "reverb_rt60": Range(0, 10, low_open=True),
+        "reverb_wet": Range(0, 10),
+        "band_reject_p": _PROBABILITY,
+        "band_reject_hz": Range(0, 96000, low_open=True),
+        "band_reject_width": Range(0, 10, low_open=True),
+        "colored_noise_p": _PROBABILITY,
+        "colored_noise_beta": Range(-10, 10),
+        "corpus_noise_p": _PROBABILITY,
+        "folder_noise_p": _PROBABILITY,
+        "noise_snr_db": Range(-100, 100),
+        "time_dropout_p": _PROBABILITY,
+        "time_dropout_ms": Range(0, 10_000, low_open=True),
+        "time_dropout_spans": Range(1, 1000),
     },
 }
 """The allowed range of every numeric field, by section class and field name; checked whenever a
@@ -418,13 +536,18 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     cfg = config_from_dict(apply_overrides(values, overrides or []))
     for key in ("root", "train_list", "valid_list"):
         value = getattr(cfg.data, key)
-        if value == MISSING_PATH:
+        values = value if isinstance(value, tuple) else (value,)
+        if MISSING_PATH in values:
             raise ConfigError(
                 f"data.{key} is required but still the placeholder {MISSING_PATH!r} in {path}; "
                 f"set it in the file or with --set data.{key}=PATH"
             )
-        if value and not os.path.isabs(value):
-            setattr(cfg.data, key, str((path.parent / value).resolve()))
+        resolved = tuple(
+            str((path.parent / v).resolve()) if v and not os.path.isabs(v) else v for v in values
+        )
+        setattr(cfg.data, key, resolved if isinstance(value, tuple) else resolved[0])
+    if cfg.augment.noise_dir and not os.path.isabs(cfg.augment.noise_dir):
+        cfg.augment.noise_dir = str((path.parent / cfg.augment.noise_dir).resolve())
     return cfg
 
 

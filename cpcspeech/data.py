@@ -5,7 +5,7 @@ loader is resumable from (epoch, batch index) and its output does not depend on 
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from cpcspeech.audio import audio_info, load_audio
-from cpcspeech.config import DataConfig
+from cpcspeech.augment import Augmenter, window_rng
+from cpcspeech.config import AugmentConfig, DataConfig
 from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import ConfigError, CorpusError
 
@@ -25,7 +26,8 @@ class WindowSpec:
     """One training window: samples ``[offset, offset + length)`` of utterance ``utt_index``.
 
     ``length`` < window only for a zero-padded short utterance (``short_utterances: pad``).
-    ``epoch`` and ``batch_index`` say where in the plan the window's batch sits.
+    ``epoch`` and ``batch_index`` say where in the plan the window's batch sits, ``position``
+    where the window sits in its batch (together they seed the window's augmentation).
     """
 
     utt_index: int
@@ -33,16 +35,19 @@ class WindowSpec:
     length: int
     epoch: int
     batch_index: int
+    position: int = 0
 
 
 @dataclass
 class WindowBatch:
     """A batch of windows.
 
-    wav: (B, window) float32; speakers: (B,) int64 global speaker index; lengths: (B,) int64
-    valid samples per row (< window only for padded short utterances, padding at the end).
-    ``epoch``/``batch_index`` locate the batch; the loader resumes after it at
-    ``(epoch, batch_index + 1)``.
+    wav: (B, window) float32, the audio the targets z_{t+k} are computed from; speakers: (B,)
+    int64 global speaker index; lengths: (B,) int64 valid samples per row (< window only for
+    padded short utterances, padding at the end). ``wav_context``: (B, window) float32, the
+    audio the context c_t is computed from when it differs from ``wav`` (augmentation of one
+    side only), else None. ``epoch``/``batch_index`` locate the batch; the loader resumes after
+    it at ``(epoch, batch_index + 1)``.
     """
 
     wav: Tensor
@@ -50,6 +55,7 @@ class WindowBatch:
     lengths: Tensor
     epoch: int
     batch_index: int
+    wav_context: Tensor | None = None
 
 
 @dataclass
@@ -289,36 +295,108 @@ class WindowSampler:
                         f"(x {self.world_size} processes); use more data or smaller batches"
                     )
             for b in range(start, len(shard)):
-                yield [WindowSpec(u, o, n, epoch, b) for u, o, n in shard[b]]
+                yield [WindowSpec(u, o, n, epoch, b, i) for i, (u, o, n) in enumerate(shard[b])]
             epoch, start = epoch + 1, 0
 
 
 class WindowDataset(Dataset):
-    """Map-style dataset indexed by :class:`WindowSpec`; reading is deterministic (no RNG)."""
+    """Map-style dataset indexed by :class:`WindowSpec`; reading is deterministic.
 
-    def __init__(self, corpus: WindowCorpus) -> None:
+    With an ``augmenter`` and ``side`` ("past", "future" or "both"), each window is augmented
+    with a generator seeded by (seed, rank, epoch, batch index, position): exact resume and
+    any ``num_workers`` give the same audio. Items are (target wav, context wav or None,
+    speaker, spec), each wav (window,) float32.
+    """
+
+    def __init__(
+        self,
+        corpus: WindowCorpus,
+        augmenter: Augmenter | None = None,
+        side: str = "none",
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
         self.corpus = corpus
+        self.augmenter = augmenter if side != "none" else None
+        self.side = side
+        self.seed = seed
+        self.rank = rank
 
-    def __getitem__(self, spec: WindowSpec) -> tuple[np.ndarray, int, WindowSpec]:
-        return self.corpus.read(spec), int(self.corpus.speakers[spec.utt_index]), spec
+    def __getitem__(
+        self, spec: WindowSpec
+    ) -> tuple[np.ndarray, np.ndarray | None, int, WindowSpec]:
+        wav = self.corpus.read(spec)
+        speaker = int(self.corpus.speakers[spec.utt_index])
+        if self.augmenter is None:
+            return wav, None, speaker, spec
+        rng = window_rng(
+            self.seed * 1_000_003 + self.rank, spec.epoch, spec.batch_index, spec.position
+        )
+        augmented = self.augmenter(wav, rng)
+        if spec.length < wav.shape[0]:  # keep a padded short window's padding silent
+            augmented[spec.length :] = 0.0
+        if self.side == "both":
+            return augmented, None, speaker, spec
+        if self.side == "past":
+            return wav, augmented, speaker, spec
+        return augmented, wav, speaker, spec  # "future": targets augmented, context clean
 
     def __len__(self) -> int:  # only for DataLoader's repr; the sampler drives iteration
         return int(self.corpus.lengths.shape[0])
 
 
-def collate_windows(items: list[tuple[np.ndarray, int, WindowSpec]]) -> WindowBatch:
-    """Stack windows into a :class:`WindowBatch`: wav (B, window), speakers (B,), lengths (B,)."""
-    wav = torch.from_numpy(np.stack([w for w, _, _ in items]))
-    speakers = torch.tensor([s for _, s, _ in items], dtype=torch.int64)
-    lengths = torch.tensor([spec.length for _, _, spec in items], dtype=torch.int64)
-    first = items[0][2]
-    return WindowBatch(wav, speakers, lengths, first.epoch, first.batch_index)
+def corpus_window_reader(corpus: WindowCorpus):
+    """``draw(rng) -> (window,) float32``: a random window of a random utterance of ``corpus``
+    (the augmenter's source of speech noise)."""
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        index = int(rng.integers(0, len(corpus.utterances)))
+        length = int(min(corpus.lengths[index], corpus.window))
+        offset = int(rng.integers(0, int(corpus.lengths[index]) - length + 1))
+        return corpus.read(WindowSpec(index, offset, length, 0, 0))[:length]
+
+    return draw
 
 
-def make_loader(corpus: WindowCorpus, sampler: WindowSampler, num_workers: int = 0) -> DataLoader:
-    """A DataLoader yielding :class:`WindowBatch` in the sampler's order, for any num_workers."""
+def make_augmenter(
+    config: AugmentConfig, corpus: WindowCorpus, sample_rate: int
+) -> Augmenter | None:
+    """The configured :class:`Augmenter` (drawing speech noise from ``corpus``), or None."""
+    if not config.enabled:
+        return None
+    return Augmenter(config, sample_rate, corpus_window_reader(corpus))
+
+
+def collate_windows(
+    items: list[tuple[np.ndarray, np.ndarray | None, int, WindowSpec]],
+) -> WindowBatch:
+    """Stack windows into a :class:`WindowBatch`: wav (B, window), speakers (B,), lengths (B,)
+    and, when the items carry one, wav_context (B, window)."""
+    wav = torch.from_numpy(np.stack([w for w, _, _, _ in items]))
+    context = None
+    if items[0][1] is not None:
+        context = torch.from_numpy(np.stack([c for _, c, _, _ in items]))
+    speakers = torch.tensor([s for _, _, s, _ in items], dtype=torch.int64)
+    lengths = torch.tensor([spec.length for _, _, _, spec in items], dtype=torch.int64)
+    first = items[0][3]
+    return WindowBatch(wav, speakers, lengths, first.epoch, first.batch_index, context)
+
+
+def make_loader(
+    corpus: WindowCorpus,
+    sampler: WindowSampler,
+    num_workers: int = 0,
+    augmenter: Augmenter | None = None,
+    side: str = "none",
+    rank: int = 0,
+) -> DataLoader:
+    """A DataLoader yielding :class:`WindowBatch` in the sampler's order, for any num_workers.
+
+    Augmentation runs where the windows are read: in the worker processes when
+    ``num_workers`` > 0, seeded from the sampler's seed (see :class:`WindowDataset`).
+    """
     return DataLoader(
-        WindowDataset(corpus),
+        WindowDataset(corpus, augmenter, side, sampler.seed, rank),
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_windows,
@@ -329,12 +407,30 @@ def make_loader(corpus: WindowCorpus, sampler: WindowSampler, num_workers: int =
 
 def load_split(
     config: DataConfig,
-    utt_list: str,
+    utt_lists: str | Sequence[str],
     speaker_index: dict[str, int] | None = None,
     sample_rate: int = 16000,
 ) -> WindowCorpus:
-    """Index ``config.root`` restricted to ``utt_list`` ("" = every utterance) as windows."""
-    utterances = find_utterances(config.root, utt_list or None)
+    """Index ``config.root`` restricted to ``utt_lists`` as windows.
+
+    One list or several (joined in order; an utterance in two lists is an error); "" or an
+    empty sequence means every utterance under the root.
+    """
+    lists = [utt_lists] if isinstance(utt_lists, str) else list(utt_lists)
+    lists = [x for x in lists if x]
+    if not lists:
+        utterances = find_utterances(config.root, None)
+    else:
+        utterances, seen = [], {}
+        for utt_list in lists:
+            for utt in find_utterances(config.root, utt_list):
+                if utt.utt_id in seen:
+                    raise CorpusError(
+                        f"utterance {utt.utt_id!r} is listed twice: in {seen[utt.utt_id]} and "
+                        f"in {utt_list}; expected each training utterance once"
+                    )
+                seen[utt.utt_id] = utt_list
+                utterances.append(utt)
     return WindowCorpus(
         utterances, config.window, config.short_utterances, speaker_index, sample_rate
     )
@@ -368,7 +464,9 @@ def fixed_batches(
     plan = epoch_batches(corpus, batch_size, speakers_per_batch, seed, 0)[:num_batches]
     dataset = WindowDataset(corpus)
     return [
-        collate_windows([dataset[WindowSpec(u, o, n, 0, b)] for u, o, n in batch])
+        collate_windows(
+            [dataset[WindowSpec(u, o, n, 0, b, i)] for i, (u, o, n) in enumerate(batch)]
+        )
         for b, batch in enumerate(plan)
     ]
 

@@ -1,7 +1,9 @@
 """Feature extraction over many files: find inputs, run CPCModel.extract, write .npy atomically.
 
 One ``.npy`` output holds every file's frames stacked, with a ``.index.tsv`` sidecar; a directory
-output holds one ``.npy`` per input, mirroring the input's relative path.
+output holds one ``.npy`` per input, mirroring the input's relative path; an ``ark,scp:`` output
+is a Kaldi archive and its index (see kaldi.py, which also reads piped wav.scp entries and
+``segments``).
 """
 
 import io
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpcspeech import kaldi
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import check_writable_folder, temp_sibling
@@ -37,11 +40,20 @@ class AudioInput:
     path: Path  # absolute
     key: str
     utt_id: str | None = None
+    # Audio that is not simply the file at ``path``: a piped wav.scp command, a segment of a
+    # recording (kaldi.CommandAudio, kaldi.SegmentAudio) or a lhotse cut or recording
+    # (lhotse_ext.LhotseAudio). It has .label, .info() and .load().
+    reader: object | None = None
 
     @property
     def id(self) -> str:
         """The utterance id where one was given (wav.scp), else the key."""
         return self.utt_id if self.utt_id is not None else self.key
+
+    @property
+    def source(self) -> str:
+        """What the index and messages name: the file, the command or the segment."""
+        return self.reader.label if self.reader is not None else str(self.path)
 
 
 @dataclass
@@ -116,12 +128,6 @@ def _read_wav_scp(scp: Path) -> list[AudioInput]:
             if len(parts) != 2:
                 raise CPCSpeechError(f"{scp}:{lineno}: expected 'UTT_ID PATH', found {line!r}")
             utt, target = parts[0], parts[1].strip()
-            if target.endswith("|"):
-                raise CPCSpeechError(
-                    f"{scp}:{lineno}: piped commands are not supported, expected a file path; "
-                    f"found {line!r}. Convert the audio to files first (e.g. with sox) and list "
-                    "those paths"
-                )
             if "/" in utt or "\\" in utt or utt in (".", ".."):
                 raise CPCSpeechError(
                     f"{scp}:{lineno}: utterance id {utt!r} must not contain a path separator"
@@ -131,11 +137,46 @@ def _read_wav_scp(scp: Path) -> list[AudioInput]:
                     f"{scp}:{lineno}: utterance id {utt!r} already used on line {seen[utt]}"
                 )
             seen[utt] = lineno
+            if target.endswith("|"):  # a shell command writing audio to stdout
+                command = kaldi.CommandAudio(target)
+                items.append(AudioInput(Path(os.path.abspath(scp)), utt, utt, command))
+                continue
             path = Path(target)
             if not path.is_absolute():
                 path = base / path
             items.append(AudioInput(Path(os.path.abspath(path)), utt, utt))
     return items
+
+
+def _read_data_dir(directory: Path) -> list[AudioInput]:
+    """A Kaldi data directory: its wav.scp, cut by its ``segments`` file when there is one."""
+    recordings = _read_wav_scp(directory / "wav.scp")
+    if not (directory / "segments").is_file():
+        return recordings
+    by_id = {
+        item.id: kaldi.Recording(
+            item.source, item.path if item.reader is None else None, item.reader
+        )
+        for item in recordings
+    }
+    segments = kaldi.read_segments(directory / "segments", by_id)
+    return [
+        AudioInput(Path(os.path.abspath(directory / "segments")), seg, seg, reader)
+        for seg, reader in segments
+    ]
+
+
+def _read_lhotse_manifest(manifest: Path) -> list[AudioInput]:
+    """A lhotse CutSet or RecordingSet (.jsonl.gz): one input per cut or recording."""
+    try:
+        from cpcspeech.lhotse_ext import manifest_inputs
+    except ImportError as err:
+        raise CPCSpeechError(
+            f"{manifest}: lhotse manifests need lhotse, found it not installed ({err}): "
+            "pip install 'cpcspeech[lhotse]'"
+        ) from err
+    path = Path(os.path.abspath(manifest))
+    return [AudioInput(path, key, key, audio) for key, audio in manifest_inputs(manifest)]
 
 
 def _scan_directory(directory: Path) -> list[AudioInput]:
@@ -158,6 +199,10 @@ def _scan_directory(directory: Path) -> list[AudioInput]:
 def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
     """Expand files, directories (recursive, sorted by relative path) and Kaldi wav.scp files.
 
+    A directory holding a ``wav.scp`` is a Kaldi data directory: its wav.scp is read, and with a
+    ``segments`` file each segment becomes one input cut from its recording. wav.scp entries
+    ending in ``|`` are shell commands (see kaldi.CommandAudio). A lhotse CutSet or RecordingSet
+    manifest (``.jsonl.gz``, ``.jsonl``) gives one input per cut or recording, keyed by its id.
     Order is deterministic: inputs in the order given, directories sorted, wav.scp order kept.
     The same audio file reached twice (e.g. a folder and a file inside it) is an error naming both,
     rather than a silent de-duplication.
@@ -165,10 +210,14 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
     items: list[AudioInput] = []
     for spec in inputs:
         path = Path(spec)
-        if path.is_dir():
+        if path.is_dir() and (path / "wav.scp").is_file():
+            items.extend(_read_data_dir(path))
+        elif path.is_dir():
             items.extend(_scan_directory(path))
         elif path.is_file() and _is_wav_scp(path):
             items.extend(_read_wav_scp(path))
+        elif path.is_file() and path.name.lower().endswith((".jsonl.gz", ".jsonl")):
+            items.extend(_read_lhotse_manifest(path))
         elif path.is_file() or path.suffix.lower() in AUDIO_EXTENSIONS:
             # A missing audio file is reported by load_audio with the usual AudioError.
             items.append(AudioInput(Path(os.path.abspath(path)), _strip_audio_suffix(path.name)))
@@ -181,6 +230,8 @@ def find_inputs(inputs: Sequence[str | os.PathLike]) -> list[AudioInput]:
         raise CPCSpeechError("expected at least one audio input, found none")
     first: dict[Path, AudioInput] = {}
     for item in items:
+        if item.reader is not None:  # commands and segments: their ids were checked when read
+            continue
         if item.path in first:
             raise CPCSpeechError(
                 f"{item.path}: listed twice (as {first[item.path].id!r} and {item.id!r}); "
@@ -299,7 +350,7 @@ def _write_index(path: Path, files: list[FileResult]) -> None:
         f.write("\t".join(INDEX_COLUMNS) + "\n")
         for r in files:
             row = (
-                str(r.input.path),
+                str(r.input.source),
                 str(r.first_row),
                 str(r.num_frames),
                 f"{r.seconds:.4f}",
@@ -335,13 +386,16 @@ def _check_writable(out: Path, mode: str) -> None:
 
 def _output_mode(out: str | os.PathLike) -> str:
     text = str(out)
+    if kaldi.is_wspecifier(text):
+        return "ark"
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return "dir"
     if Path(text).suffix.lower() == ".npy":
         return "npy"
     raise CPCSpeechError(
         f"--out {text!r}: expected a path ending in .npy (one stacked array + .index.tsv) or a "
-        "directory (existing, or ending in '/') for one .npy per input"
+        "directory (existing, or ending in '/') for one .npy per input, or a Kaldi "
+        "ark,scp:FEATS.ark,FEATS.scp"
     )
 
 
@@ -392,7 +446,8 @@ def extract_features(
             (N + 1) // 160 frames.
         inputs: AudioInput items, or paths (files, directories, wav.scp) for :func:`find_inputs`.
         out: ``*.npy`` -> one (total_frames, D) float32 array plus ``*.index.tsv``; a directory ->
-            ``OUT/<key>.npy`` of shape (T_i, D) per input.
+            ``OUT/<key>.npy`` of shape (T_i, D) per input; ``ark,scp:A.ark,A.scp`` -> one Kaldi
+            float matrix (T_i, D) per input, keyed by its id, and the scp index (kaldiio).
         layer: "c" (D = c_dim, 256) or "z" (D = z_dim, 512).
         device: "auto", "cpu", "cuda" or a torch.device.
         skip_errors: on a bad file, record it as skipped and go on instead of stopping.
@@ -421,16 +476,19 @@ def extract_features(
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.eval().to(torch_device)
     dim = model.c_dim if layer == "c" else model.z_dim
-    out = Path(out)
+    ark_target = kaldi.parse_wspecifier(str(out)) if mode == "ark" else None
+    out = Path(ark_target.ark) if ark_target is not None else Path(out)
     if mode == "dir":
         _check_unique_keys(items)
+    if mode == "ark":
+        _check_unique_ids(items)
 
     # Pass 1: headers only. Validates every file before any compute and sizes the output.
     probes: list[AudioInfo | None] = []
     results: list[FileResult | None] = []
     for item in items:
         try:
-            info = audio_info(item.path, model.sample_rate, model.min_samples)
+            info = _probe(item, model)
         except AudioError as err:
             if not skip_errors:
                 raise
@@ -449,11 +507,16 @@ def extract_features(
         dim=dim,
         device=str(torch_device),
     )
+    if ark_target is not None:
+        summary.index = Path(ark_target.scp)
     temps: list[Path] = []
     writer: _StackedNpy | None = None
+    ark: kaldi.ArkScpWriter | None = None
     start = time.perf_counter()
     try:
-        if mode == "npy":
+        if mode == "ark":
+            ark = kaldi.ArkScpWriter(ark_target)
+        elif mode == "npy":
             out.parent.mkdir(parents=True, exist_ok=True)
             temps.append(_temp_path(out.parent, out.name))
             writer = _StackedNpy(temps[-1], capacity, dim)
@@ -465,7 +528,7 @@ def extract_features(
             for i, (item, info) in enumerate(zip(items, probes, strict=True)):
                 if info is not None:
                     try:
-                        wav = load_audio(item.path, model.sample_rate, model.min_samples)
+                        wav = _load(item, model)
                     except AudioError as err:
                         if not skip_errors:
                             raise
@@ -481,14 +544,17 @@ def extract_features(
                         )  # (T, D)
                         feats = feats.to("cpu", torch.float32).numpy()
                         _check_finite_features(item, feats)
-                        result = FileResult(item, 0, feats.shape[0], info.seconds, "ok")
+                        seconds = info.seconds or wav.shape[0] / model.sample_rate  # 0: a command
+                        result = FileResult(item, 0, feats.shape[0], seconds, "ok")
                         if writer is not None:
                             result.first_row = writer.rows
                             writer.append(feats)
+                        elif ark is not None:
+                            ark.write(item.id, feats)
                         else:
                             result.output = _write_one(out, item, feats, temps)
                         results[i] = result
-                    done_seconds += info.seconds
+                    done_seconds += results[i].seconds
                 elif writer is not None:
                     results[i].first_row = writer.rows
                 elapsed = time.perf_counter() - start
@@ -506,7 +572,11 @@ def extract_features(
             os.replace(temps[-1], summary.index)
             os.replace(temps[0], out)
             temps.clear()
+        if ark is not None:
+            ark.commit()
     except BaseException:
+        if ark is not None:
+            ark.abort()
         if writer is not None:
             writer.array = None  # unmap before removing the file
         for tmp in temps:
@@ -524,6 +594,31 @@ def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:
             f"{item.path}: expected finite features, the model gave {feats.size - finite.sum()} "
             f"NaN/inf value(s) of {feats.size}; check the weights (and try --precision fp32)"
         )
+
+
+def _probe(item: AudioInput, model: CPCModel) -> AudioInfo:
+    """Header-only check and length of one input (a command's length is 0: unknown)."""
+    if item.reader is not None:
+        return item.reader.info(model.sample_rate, model.min_samples)
+    return audio_info(item.path, model.sample_rate, model.min_samples)
+
+
+def _load(item: AudioInput, model: CPCModel) -> np.ndarray:
+    """wav: (N,) float32 mono at the model's rate."""
+    if item.reader is not None:
+        return item.reader.load(model.sample_rate, model.min_samples)
+    return load_audio(item.path, model.sample_rate, model.min_samples)
+
+
+def _check_unique_ids(items: list[AudioInput]) -> None:
+    seen: dict[str, AudioInput] = {}
+    for item in items:
+        if item.id in seen:
+            raise CPCSpeechError(
+                f"{item.source} and {seen[item.id].source} would both be written under the Kaldi "
+                f"key {item.id!r}; expected each key once"
+            )
+        seen[item.id] = item
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:

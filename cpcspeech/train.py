@@ -37,11 +37,13 @@ from cpcspeech.config import (
 )
 from cpcspeech.data import (
     WindowBatch,
+    WindowCorpus,
     WindowSampler,
     check_batching,
     corpus_stats,
     fixed_batches,
     load_split,
+    make_augmenter,
     make_loader,
     rank_and_world,
 )
@@ -62,6 +64,7 @@ RESUMABLE_CHANGES = (
     "train.tensorboard",
     "train.keep_last",
     "data.num_workers",
+    "train.budget_seconds",
 )
 VALID_SEED_OFFSET = 7_919  # the validation windows' plan seed is data.seed + this
 
@@ -87,7 +90,8 @@ class TrainResult:
 class CPCObjective(nn.Module):
     """The CPC model and its InfoNCE head in one module, so DDP syncs both.
 
-    The model runs under bf16 autocast when asked; the loss always runs in fp32.
+    The encoder runs under bf16 autocast when asked; the context network and the loss always
+    run in fp32.
     """
 
     def __init__(self, model: CPCModel, loss: InfoNCE, bf16: bool = False) -> None:
@@ -97,13 +101,26 @@ class CPCObjective(nn.Module):
         self.bf16 = bf16
 
     def forward(
-        self, wav: Tensor, speakers: Tensor, generator: torch.Generator | None = None
+        self,
+        wav: Tensor,
+        speakers: Tensor,
+        generator: torch.Generator | None = None,
+        wav_context: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """wav: (B, N), speakers: (B,) -> loss (), loss_per_step (K,), accuracy (K,)."""
+        """wav: (B, N), speakers: (B,) -> loss (), loss_per_step (K,), accuracy (K,).
+
+        With ``wav_context`` (B, N), the context c_t is computed from it and the targets
+        z_{t+k} from ``wav`` (augmentation of one side, Kharitonov et al. 2020).
+        """
         device_type = wav.device.type
         autocast = torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with autocast:
-            z, c = self.model(wav)  # (B, T, z_dim), (B, T, c_dim)
+            z = self.model.encoder(wav)  # (B, T, z_dim): the targets
+            z_context = z if wav_context is None else self.model.encoder(wav_context)
+        # The recurrent context runs in fp32: it is cheap next to the encoder, and oneDNN has
+        # no bf16 LSTM on some CPUs ("could not create a primitive descriptor").
+        with torch.autocast(device_type, enabled=False):
+            c, _ = self.model.run_context(z_context.float())  # (B, T, c_dim)
         with torch.autocast(device_type, enabled=False):
             out = self.loss(z.float(), c.float(), speakers=speakers, generator=generator)
         return out.loss, out.loss_per_step, out.accuracy
@@ -499,30 +516,54 @@ def _hardware(device: torch.device, world_size: int) -> str:
     return f"{world_size} x {name}" if world_size > 1 else name
 
 
-# ----- the loop -----
-def train(cfg: Config, resume: bool = False, console: Console | None = None) -> TrainResult:
-    """Train CPC with ``cfg``; with ``resume`` continue from the latest checkpoint in out_dir.
+# ----- the loop, in named steps -----
+@dataclass
+class _Processes:
+    """Where this process sits: DDP rank and world, its device, and whether it writes."""
 
-    Launched by ``torchrun`` (RANK/WORLD_SIZE set) it runs data-parallel: one batch of
-    ``data.batch_size`` windows per process, gradients averaged, only rank 0 writes.
-    """
-    console = console or Console(stderr=True)
+    rank: int
+    world_size: int
+    device: torch.device
+    is_main: bool
+
+
+@dataclass
+class _Progress:
+    """Everything the loop carries from step to step; a checkpoint saves all of it."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    loss_sum: float = 0.0
+    accuracy_sum: list[float] | None = None
+    count: int = 0
+    best_name: str = ""
+    best_loss: float = math.inf
+    last_valid: float | None = None
+    valid_accuracy: list[float] | None = None
+    train_loss: float = math.nan
+
+
+def _start_processes(cfg: Config) -> _Processes:
+    """Rank and world from torchrun's environment; joins the process group when W > 1."""
     rank, world_size, local_rank = rank_and_world()
     device = resolve_device(cfg.train.device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-    say = console.print if is_main else (lambda *a, **k: None)
-    check_window(cfg)  # before the run folder is made
-    out_dir = Path(cfg.train.out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return _Processes(rank, world_size, device, rank == 0)
 
-    # --- where to start ---
+
+def _find_start(
+    out_dir: Path, cfg: Config, resume: bool, say, is_main: bool = True
+) -> LoadedCheckpoint | None:
+    """The checkpoint to resume from (the newest that verifies, read into memory), or None;
+    refuses to overwrite a run. Newer checkpoints that fail are moved aside (rank 0)."""
     checkpoints = list_checkpoints(out_dir)
-    start_dir: Path | None = None
-    start: LoadedCheckpoint | None = None
     if resume and checkpoints:
         start = newest_verified_checkpoint(checkpoints, say, move_aside=is_main)
         if start is None:
@@ -541,15 +582,19 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
                 f"cannot resume {start_dir}: the config differs in {detail}; only "
                 f"{', '.join(RESUMABLE_CHANGES)} may change on resume"
             )
-    elif resume:
+        return start
+    if resume:
         say(f"[yellow]no checkpoint in {out_dir}/checkpoints; starting from step 0[/]")
     elif checkpoints:
         raise TrainingError(
             f"{out_dir} already holds checkpoints (latest {checkpoints[-1].name}); pass --resume "
             "to continue, or choose another train.out_dir"
         )
+    return None
 
-    # --- data ---
+
+def _load_data(cfg: Config) -> tuple[WindowCorpus, list[WindowBatch]]:
+    """The training corpus and the fixed validation batches (empty without a valid list)."""
     train_corpus = load_split(cfg.data, cfg.data.train_list, sample_rate=cfg.model.sample_rate)
     check_batching(cfg.data, len(train_corpus.speaker_index))
     valid_batches: list[WindowBatch] = []
@@ -562,35 +607,212 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
             cfg.data.seed + VALID_SEED_OFFSET,
             cfg.data.speakers_per_batch,
         )
+    return train_corpus, valid_batches
 
-    # --- model, loss, optimiser ---
-    objective = make_objective(cfg).to(device)
-    optimizer, scheduler = make_optimizer(cfg.optim, objective)
-    step, epoch, batch_index = 0, 0, 0
-    audio_seconds, wall_seconds = 0.0, 0.0
-    acc_loss, acc_accuracy, acc_count = 0.0, [0.0] * cfg.loss.prediction_steps, 0
-    best_name, best_loss = "", math.inf
-    last_valid: float | None = None
-    valid_acc: list[float] = []
-    if start is not None:
-        load_state_strict(objective.model, start.model_state, str(start_dir))
-        load_state_strict(objective.loss, start.heads_state, str(start_dir))
-        state = start.trainer_state
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
-        audio_seconds, wall_seconds = state["audio_seconds"], state["wall_seconds"]
-        acc_loss = state["accumulator"]["loss_sum"]
-        acc_accuracy = list(state["accumulator"]["accuracy_sum"])
-        acc_count = state["accumulator"]["count"]
-        best_name, best_loss = state["best"]["name"], state["best"]["valid_loss"]
-        last_valid = state["best"]["last_valid_loss"]
-    model_for_step: nn.Module = objective
-    if world_size > 1:
-        model_for_step = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None
+
+def _restore(
+    start: LoadedCheckpoint,
+    objective: CPCObjective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    progress: _Progress,
+) -> None:
+    """Load weights, optimiser, scheduler, RNG and the loop's progress from a checkpoint."""
+    load_state_strict(objective.model, start.model_state, str(start.path))
+    load_state_strict(objective.loss, start.heads_state, str(start.path))
+    state = start.trainer_state
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    progress.step, progress.epoch = state["step"], state["epoch"]
+    progress.batch_index = state["batch_index"]
+    progress.audio_seconds, progress.wall_seconds = state["audio_seconds"], state["wall_seconds"]
+    progress.cpu_seconds = state.get("cpu_seconds", 0.0)  # absent before budgets existed
+    progress.loss_sum = state["accumulator"]["loss_sum"]
+    progress.accuracy_sum = list(state["accumulator"]["accuracy_sum"])
+    progress.count = state["accumulator"]["count"]
+    progress.best_name, progress.best_loss = state["best"]["name"], state["best"]["valid_loss"]
+    progress.last_valid = state["best"]["last_valid_loss"]
+
+
+def _announce(say, out_dir: Path, stats, cfg: Config, valid_batches, procs: _Processes) -> None:
+    say(f"outputs -> {out_dir} (config.yaml, log.jsonl, log.csv, checkpoints/)")
+    say(
+        f"train: {stats.num_utterances} utterances, {stats.num_speakers} speakers, "
+        f"{stats.hours:.2f} h; {stats.num_short} shorter than {cfg.data.window} samples "
+        f"({stats.short_policy}ped); {stats.windows_per_epoch} windows and "
+        f"{stats.batches_per_epoch} batches of {cfg.data.batch_size} per process per epoch"
+        f"; valid: {len(valid_batches)} fixed batches; device {procs.device}, "
+        f"world {procs.world_size}"
+    )
+    if cfg.augment.enabled:
+        say(f"augment: side {cfg.augment.side}, {cfg.data.num_workers} loader worker(s)")
+    if cfg.train.budget_seconds > 0:
+        say(f"budget: {cfg.train.budget_seconds:.0f} {cfg.train.budget_clock} seconds")
+
+
+def _progress_bar(console: Console, cfg: Config, step: int):
+    """A rich progress bar on a terminal (None elsewhere) and its task id."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = bar.add_task("train", total=cfg.train.max_steps, completed=step, info="")
+    bar.start()
+    return bar, task
+
+
+def _budget_spent(cfg: Config, progress: _Progress, procs: _Processes) -> bool:
+    """True once the run has used ``train.budget_seconds`` (agreed across DDP ranks)."""
+    if cfg.train.budget_seconds <= 0:
+        return False
+    used = progress.cpu_seconds if cfg.train.budget_clock == "cpu" else progress.wall_seconds
+    spent = torch.tensor([1.0 if used >= cfg.train.budget_seconds else 0.0])
+    if procs.world_size > 1:
+        spent = spent.to(procs.device)
+        dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+    return bool(spent.item() > 0)
+
+
+def _log_train(
+    cfg: Config,
+    progress: _Progress,
+    procs: _Processes,
+    lr: float,
+    speed: float,
+    run_log: "RunLog | None",
+    console: Console,
+    bar,
+) -> None:
+    """Average the accumulated loss and accuracy over ranks, write them, reset the sums."""
+    assert progress.accuracy_sum is not None
+    sums = torch.tensor(
+        [progress.loss_sum, *progress.accuracy_sum, float(progress.count)], dtype=torch.float64
+    )
+    if procs.world_size > 1:
+        sums = sums.to(procs.device)
+        dist.all_reduce(sums)
+        sums = sums.cpu()
+    count = float(sums[-1])
+    progress.train_loss = float(sums[0]) / count
+    mean_acc = (sums[1:-1] / count).tolist()
+    progress.loss_sum, progress.count = 0.0, 0
+    progress.accuracy_sum = [0.0] * len(mean_acc)
+    if run_log is None:
+        return
+    run_log.write(
+        _record(
+            progress.step,
+            "train",
+            progress.train_loss,
+            mean_acc,
+            lr,
+            progress.audio_seconds,
+            progress.wall_seconds,
         )
+    )
+    line = (
+        f"step {progress.step}/{cfg.train.max_steps}  loss {progress.train_loss:.4f}  "
+        f"acc_k1 {mean_acc[0]:.3f}  acc_k{len(mean_acc)} {mean_acc[-1]:.3f}  "
+        f"lr {lr:.2e}  {speed:.1f} audio-s/s"
+    )
+    if bar is not None:
+        bar[0].update(bar[1], completed=progress.step, info=line.split("  ", 1)[1])
+    else:
+        console.print(line, highlight=False)
+
+
+def _save_checkpoint(
+    out_dir: Path,
+    cfg: Config,
+    objective: CPCObjective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    progress: _Progress,
+    procs: _Processes,
+) -> None:
+    """Write checkpoints/step-N with everything exact resume needs, update best, prune."""
+    name = checkpoint_name(progress.step)
+    if progress.last_valid is not None and progress.last_valid < progress.best_loss:
+        progress.best_name, progress.best_loss = name, progress.last_valid
+    trainer_state = {
+        "format_version": TRAINER_FORMAT,
+        "step": progress.step,
+        "epoch": progress.epoch,
+        "batch_index": progress.batch_index,
+        "audio_seconds": progress.audio_seconds,
+        "wall_seconds": progress.wall_seconds,
+        "cpu_seconds": progress.cpu_seconds,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        "accumulator": {
+            "loss_sum": progress.loss_sum,
+            "accuracy_sum": list(progress.accuracy_sum or []),
+            "count": progress.count,
+        },
+        "best": {
+            "name": progress.best_name,
+            "valid_loss": progress.best_loss,
+            "last_valid_loss": progress.last_valid,
+        },
+    }
+    meta = {
+        "step": progress.step,
+        "audio_seconds": progress.audio_seconds,
+        "wall_seconds": progress.wall_seconds,
+        "cpu_seconds": progress.cpu_seconds,
+        "hardware": _hardware(procs.device, procs.world_size),
+        "valid_loss": progress.last_valid,
+        "valid_accuracy": progress.valid_accuracy or [],
+        "train_loss": progress.train_loss,
+    }
+    write_checkpoint(out_dir, progress.step, objective, trainer_state, meta, cfg)
+    if progress.best_name:
+        write_text_atomic(out_dir / "checkpoints" / BEST_NAME, progress.best_name + "\n")
+    prune_checkpoints(out_dir, cfg.train.keep_last, progress.best_name)
+
+
+def train(cfg: Config, resume: bool = False, console: Console | None = None) -> TrainResult:
+    """Train CPC with ``cfg``; with ``resume`` continue from the latest checkpoint in out_dir.
+
+    Launched by ``torchrun`` (RANK/WORLD_SIZE set) it runs data-parallel: one batch of
+    ``data.batch_size`` windows per process, gradients averaged, only rank 0 writes. The run
+    stops at ``train.max_steps`` or, with ``train.budget_seconds``, once that much time is used.
+    """
+    console = console or Console(stderr=True)
+    procs = _start_processes(cfg)
+    say = console.print if procs.is_main else (lambda *a, **k: None)
+    check_window(cfg)  # before the run folder is made
+    out_dir = Path(cfg.train.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = _find_start(out_dir, cfg, resume, say, procs.is_main)
+    start_dir = start.path if start is not None else None
+    train_corpus, valid_batches = _load_data(cfg)
+
+    objective = make_objective(cfg).to(procs.device)
+    optimizer, scheduler = make_optimizer(cfg.optim, objective)
+    progress = _Progress(accuracy_sum=[0.0] * cfg.loss.prediction_steps)
+    if start is not None:
+        _restore(start, objective, optimizer, scheduler, progress)
+    model_for_step: nn.Module = objective
+    if procs.world_size > 1:
+        device_ids = [procs.device.index] if procs.device.type == "cuda" else None
+        model_for_step = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
     objective.train()
 
     sampler = WindowSampler(
@@ -598,184 +820,160 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
         cfg.data.batch_size,
         cfg.data.speakers_per_batch,
         cfg.data.seed,
-        rank,
-        world_size,
-        epoch,
-        batch_index,
+        procs.rank,
+        procs.world_size,
+        progress.epoch,
+        progress.batch_index,
     )
-    stats = corpus_stats(train_corpus, sampler)
-    if is_main:
+    augmenter = make_augmenter(cfg.augment, train_corpus, cfg.model.sample_rate)
+    if procs.is_main:
         _clean_temporaries(out_dir)
         save_config(cfg, out_dir / "config.yaml")
-        say(f"outputs -> {out_dir} (config.yaml, log.jsonl, log.csv, checkpoints/)")
-        say(
-            f"train: {stats.num_utterances} utterances, {stats.num_speakers} speakers, "
-            f"{stats.hours:.2f} h; {stats.num_short} shorter than {cfg.data.window} samples "
-            f"({stats.short_policy}ped); {stats.windows_per_epoch} windows and "
-            f"{stats.batches_per_epoch} batches of {cfg.data.batch_size} per process per epoch"
-            f"; valid: {len(valid_batches)} fixed batches; device {device}, world {world_size}"
-        )
+        _announce(say, out_dir, corpus_stats(train_corpus, sampler), cfg, valid_batches, procs)
         if start_dir is not None:
-            say(f"resuming from {start_dir.name} (epoch {epoch}, batch {batch_index})")
-            _restore_best_file(out_dir, best_name)
+            say(
+                f"resuming from {start_dir.name} (epoch {progress.epoch}, batch "
+                f"{progress.batch_index})"
+            )
+            _restore_best_file(out_dir, progress.best_name)
     run_log = (
-        RunLog(out_dir, cfg.loss.prediction_steps, cfg.train.tensorboard, step) if is_main else None
+        RunLog(out_dir, cfg.loss.prediction_steps, cfg.train.tensorboard, progress.step)
+        if procs.is_main
+        else None
     )
 
     seconds_per_batch = cfg.data.batch_size * cfg.data.window / cfg.model.sample_rate
-    session_start, session_audio = time.perf_counter(), 0.0
-    wall_at_start = wall_seconds
-    train_loss = math.nan
-    progress = None
-    if is_main and console.is_terminal and step < cfg.train.max_steps:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        task = progress.add_task("train", total=cfg.train.max_steps, completed=step, info="")
-        progress.start()
-    loader = make_loader(train_corpus, sampler, cfg.data.num_workers)
+    session_start, session_cpu, session_audio = time.perf_counter(), time.process_time(), 0.0
+    wall_at_start, cpu_at_start = progress.wall_seconds, progress.cpu_seconds
+    finished = progress.step >= cfg.train.max_steps or _budget_spent(cfg, progress, procs)
+    bar = None
+    if procs.is_main and console.is_terminal and not finished:
+        bar = _progress_bar(console, cfg, progress.step)
+    loader = make_loader(
+        train_corpus,
+        sampler,
+        cfg.data.num_workers,
+        augmenter,
+        cfg.augment.side,
+        procs.rank,
+    )
     try:
-        for batch in loader if step < cfg.train.max_steps else []:
-            step += 1
-            wav = batch.wav.to(device, non_blocking=True)
-            speakers = batch.speakers.to(device, non_blocking=True)
-            generator = torch.Generator(device=device)
-            generator.manual_seed(step_seed(cfg.train.seed, step, rank))
-            loss, _, accuracy = model_for_step(wav, speakers, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
+        for batch in [] if finished else loader:
+            progress.step += 1
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            epoch, batch_index = batch.epoch, batch.batch_index + 1
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"step {step}: the loss is {loss_value}; lower optim.lr, add "
-                    "optim.warmup_steps or optim.grad_clip"
-                )
-            acc_loss += loss_value
-            acc_accuracy = [a + float(b) for a, b in zip(acc_accuracy, accuracy, strict=True)]
-            acc_count += 1
-            audio_seconds += seconds_per_batch * world_size
-            session_audio += seconds_per_batch * world_size
-            wall_seconds = wall_at_start + time.perf_counter() - session_start
-            speed = session_audio / max(time.perf_counter() - session_start, 1e-9)
+            accuracy = _train_step(
+                cfg, model_for_step, objective, optimizer, scheduler, batch, progress, procs
+            )
+            progress.epoch, progress.batch_index = batch.epoch, batch.batch_index + 1
+            progress.accuracy_sum = [
+                a + float(b) for a, b in zip(progress.accuracy_sum or [], accuracy, strict=True)
+            ]
+            progress.count += 1
+            progress.audio_seconds += seconds_per_batch * procs.world_size
+            session_audio += seconds_per_batch * procs.world_size
+            elapsed = time.perf_counter() - session_start
+            progress.wall_seconds = wall_at_start + elapsed
+            progress.cpu_seconds = cpu_at_start + time.process_time() - session_cpu
+            finished = progress.step >= cfg.train.max_steps or _budget_spent(cfg, progress, procs)
 
-            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-                sums = torch.tensor(
-                    [acc_loss, *acc_accuracy, float(acc_count)], dtype=torch.float64
+            if progress.step % cfg.train.log_every == 0 or finished:
+                speed = session_audio / max(elapsed, 1e-9)
+                _log_train(cfg, progress, procs, lr, speed, run_log, console, bar)
+            elif bar is not None:
+                bar[0].update(bar[1], completed=progress.step)
+            is_checkpoint = progress.step % cfg.train.checkpoint_every == 0 or finished
+            is_valid = progress.step % cfg.train.valid_every == 0 or is_checkpoint
+            if procs.is_main and valid_batches and is_valid:
+                _validate_and_log(
+                    cfg, objective, valid_batches, procs, progress, lr, run_log, console
                 )
-                if world_size > 1:
-                    sums = sums.to(device)
-                    dist.all_reduce(sums)
-                    sums = sums.cpu()
-                count = float(sums[-1])
-                train_loss = float(sums[0]) / count
-                mean_acc = (sums[1:-1] / count).tolist()
-                acc_loss, acc_accuracy, acc_count = 0.0, [0.0] * len(acc_accuracy), 0
-                if run_log is not None:
-                    run_log.write(
-                        _record(
-                            step, "train", train_loss, mean_acc, lr, audio_seconds, wall_seconds
-                        )
-                    )
-                    line = (
-                        f"step {step}/{cfg.train.max_steps}  loss {train_loss:.4f}  "
-                        f"acc_k1 {mean_acc[0]:.3f}  acc_k{len(mean_acc)} {mean_acc[-1]:.3f}  "
-                        f"lr {lr:.2e}  {speed:.1f} audio-s/s"
-                    )
-                    if progress is not None:
-                        progress.update(task, completed=step, info=line.split("  ", 1)[1])
-                    else:
-                        console.print(line, highlight=False)
-            elif progress is not None:
-                progress.update(task, completed=step)
-
-            is_checkpoint = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
-            if is_main and valid_batches and (step % cfg.train.valid_every == 0 or is_checkpoint):
-                last_valid, valid_acc = validate(
-                    objective, valid_batches, device, cfg.train.seed + VALID_SEED_OFFSET
-                )
-                run_log.write(  # type: ignore[union-attr]  (is_main implies run_log)
-                    _record(step, "valid", last_valid, valid_acc, lr, audio_seconds, wall_seconds)
-                )
-                console.print(
-                    f"step {step}  valid loss {last_valid:.4f}  "
-                    + " ".join(f"k{k}:{a:.2f}" for k, a in enumerate(valid_acc, 1)),
-                    highlight=False,
-                )
-            if is_checkpoint and is_main:
-                name = checkpoint_name(step)
-                if last_valid is not None and last_valid < best_loss:
-                    best_name, best_loss = name, last_valid
-                trainer_state = {
-                    "format_version": TRAINER_FORMAT,
-                    "step": step,
-                    "epoch": epoch,
-                    "batch_index": batch_index,
-                    "audio_seconds": audio_seconds,
-                    "wall_seconds": wall_seconds,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
-                    "accumulator": {
-                        "loss_sum": acc_loss,
-                        "accuracy_sum": list(acc_accuracy),
-                        "count": acc_count,
-                    },
-                    "best": {
-                        "name": best_name,
-                        "valid_loss": best_loss,
-                        "last_valid_loss": last_valid,
-                    },
-                }
-                meta = {
-                    "step": step,
-                    "audio_seconds": audio_seconds,
-                    "wall_seconds": wall_seconds,
-                    "hardware": _hardware(device, world_size),
-                    "valid_loss": last_valid,
-                    "valid_accuracy": valid_acc,
-                    "train_loss": train_loss,
-                }
-                write_checkpoint(out_dir, step, objective, trainer_state, meta, cfg)
-                if best_name:
-                    write_text_atomic(out_dir / "checkpoints" / BEST_NAME, best_name + "\n")
-                prune_checkpoints(out_dir, cfg.train.keep_last, best_name)
-            if step >= cfg.train.max_steps:
+            if is_checkpoint and procs.is_main:
+                _save_checkpoint(out_dir, cfg, objective, optimizer, scheduler, progress, procs)
+            if finished:
                 break
     finally:
-        if progress is not None:
-            progress.stop()
+        if bar is not None:
+            bar[0].stop()
         if run_log is not None:
             run_log.close()
-        if world_size > 1 and dist.is_initialized():
+        if procs.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return TrainResult(
         out_dir=out_dir,
-        step=step,
-        train_loss=train_loss,
-        valid_loss=last_valid,
-        best_checkpoint=best_name,
-        audio_seconds=audio_seconds,
-        wall_seconds=wall_seconds,
-        is_main=is_main,
+        step=progress.step,
+        train_loss=progress.train_loss,
+        valid_loss=progress.last_valid,
+        best_checkpoint=progress.best_name,
+        audio_seconds=progress.audio_seconds,
+        wall_seconds=progress.wall_seconds,
+        is_main=procs.is_main,
+    )
+
+
+def _train_step(
+    cfg: Config,
+    model_for_step: nn.Module,
+    objective: CPCObjective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    batch: WindowBatch,
+    progress: _Progress,
+    procs: _Processes,
+) -> Tensor:
+    """One Adam update on one batch; adds the loss to the running sum; returns accuracy (K,)."""
+    device = procs.device
+    wav = batch.wav.to(device, non_blocking=True)
+    speakers = batch.speakers.to(device, non_blocking=True)
+    context = None
+    if batch.wav_context is not None:
+        context = batch.wav_context.to(device, non_blocking=True)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(step_seed(cfg.train.seed, progress.step, procs.rank))
+    loss, _, accuracy = model_for_step(wav, speakers, generator, context)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip > 0:
+        nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise TrainingError(
+            f"step {progress.step}: the loss is {loss_value}; lower optim.lr, add "
+            "optim.warmup_steps or optim.grad_clip"
+        )
+    progress.loss_sum += loss_value
+    return accuracy
+
+
+def _validate_and_log(
+    cfg: Config,
+    objective: CPCObjective,
+    valid_batches: list[WindowBatch],
+    procs: _Processes,
+    progress: _Progress,
+    lr: float,
+    run_log: "RunLog | None",
+    console: Console,
+) -> None:
+    """Validation loss and per-k accuracy on the fixed batches, logged (rank 0 only)."""
+    progress.last_valid, progress.valid_accuracy = validate(
+        objective, valid_batches, procs.device, cfg.train.seed + VALID_SEED_OFFSET
+    )
+    if run_log is not None:
+        run_log.write(
+            _record(
+                progress.step,
+                "valid",
+                progress.last_valid,
+                progress.valid_accuracy,
+                lr,
+                progress.audio_seconds,
+                progress.wall_seconds,
+            )
+        )
+    console.print(
+        f"step {progress.step}  valid loss {progress.last_valid:.4f}  "
+        + " ".join(f"k{k}:{a:.2f}" for k, a in enumerate(progress.valid_accuracy, 1)),
+        highlight=False,
     )

@@ -89,7 +89,11 @@ def test_shared_kaldi_dir_and_splits():
     utts = find_utterances(SHARED)
     train = find_utterances(SHARED, SHARED / "train_split.txt")
     test = find_utterances(SHARED, SHARED / "test_split.txt")
-    assert len(utts) == len(train) + len(test)
+    # Training-only utterances (extra_train.txt, since 2026-12-01) are in no probe split.
+    extra_list = SHARED / "extra_train.txt"
+    extra = find_utterances(SHARED, extra_list) if extra_list.is_file() else []
+    assert len(utts) == len(train) + len(test) + len(extra)
     assert not {u.utt_id for u in train} & {u.utt_id for u in test}
+    assert not {u.utt_id for u in extra} & {u.utt_id for u in train + test}
     assert {u.speaker for u in train} == {u.speaker for u in test}
     assert all(u.path.is_file() for u in utts[:50])

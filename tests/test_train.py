@@ -119,8 +119,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "cpcspeech", "train", *args]
 
 
-def test_kill_and_resume_repeats_the_losses(tmp_path):
-    """SIGKILL after a checkpoint, then --resume: every logged loss equals an uninterrupted run."""
+AUGMENTED = [  # one augmented side, every transform, in a loader worker process
+    "augment.side=past",
+    "augment.pitch_p=0.5",
+    "augment.reverb_p=0.5",
+    "augment.band_reject_p=0.5",
+    "augment.colored_noise_p=0.5",
+    "augment.corpus_noise_p=0.5",
+    "augment.time_dropout_p=0.5",
+    "data.num_workers=1",
+]
+
+
+@pytest.mark.parametrize("extra", [[], AUGMENTED], ids=["plain", "augmented"])
+def test_kill_and_resume_repeats_the_losses(tmp_path, extra):
+    """SIGKILL after a checkpoint, then --resume: every logged loss equals an uninterrupted run,
+    also with augmentation drawn in a worker process (each window seeded by its place)."""
     data = make_audio(tmp_path / "audio", speakers=3, utts=3, lengths=(3000, 9000))
     (tmp_path / "valid.txt").write_text("s0u1\ns2u2\n")
     common = [
@@ -130,6 +144,7 @@ def test_kill_and_resume_repeats_the_losses(tmp_path):
         "train.checkpoint_every=4",
         "train.valid_every=4",
         "train.log_every=1",
+        *extra,
     ]
     reference = train(load_config(SMOKE, [*common, f"train.out_dir={tmp_path / 'ref'}"]))
 
@@ -255,3 +270,23 @@ def test_speechocean762_config_trains_on_real_data(tmp_path):
     assert result.step == 3 and math.isfinite(result.train_loss)
     assert result.valid_loss is not None and math.isfinite(result.valid_loss)
     assert list_checkpoints(result.out_dir)[-1].name == "step-00000003"
+
+
+def test_budget_stops_the_run_with_a_checkpoint_and_resume_respects_it(tmp_path):
+    data = make_audio(tmp_path / "audio", speakers=2, utts=2, lengths=(3000, 6000))
+    cfg = smoke_config(
+        tmp_path,
+        data,
+        "train.max_steps=100000",
+        "train.budget_seconds=0.5",
+        "train.budget_clock=wall",
+        "train.checkpoint_every=100000",
+    )
+    result = train(cfg)
+    assert 1 <= result.step < 100000 and result.wall_seconds >= 0.5
+    last = list_checkpoints(result.out_dir)[-1]
+    assert last.name == f"step-{result.step:08d}"  # the budget's last step is saved
+    state = load_trainer_state(last / "trainer.pt")
+    assert state["cpu_seconds"] > 0 and state["wall_seconds"] >= 0.5
+    again = train(cfg, resume=True)  # the budget is spent: nothing more to do
+    assert again.step == result.step

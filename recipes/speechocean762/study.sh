@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The recipe study of STUDY.md: every variant trains from scratch on the same compute budget,
+# then gets the same quick phone and speaker probes. Usage, from the repository root:
+#   bash recipes/speechocean762/study.sh train VARIANT    # train (resumable: run it again)
+#   bash recipes/speechocean762/study.sh probe VARIANT    # quick probes of its last checkpoint
+#   bash recipes/speechocean762/study.sh list             # the variants
+# Environment: BUDGET (CPU seconds of the training process, default 1200), THREADS (torch
+# threads per run, default 1, so that several variants can share a machine fairly), OUT
+# (default runs/study), DATA (default ../shared/data/speechocean762-train).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+CONF=$HERE/conf.yaml
+BUDGET=${BUDGET:-1200}
+THREADS=${THREADS:-1}
+OUT=${OUT:-runs/study}
+DATA=${DATA:-$HERE/../../../shared/data/speechocean762-train}
+CPCSPEECH=${CPCSPEECH:-cpcspeech}
+
+# Kharitonov et al. 2020's chain, on one side: pitch, reverb, band reject, additive coloured
+# noise and babble from other training utterances, time dropout.
+AUG="augment.pitch_p=0.5 augment.reverb_p=0.5 augment.band_reject_p=0.2 \
+augment.colored_noise_p=0.3 augment.corpus_noise_p=0.3 augment.time_dropout_p=0.2 \
+data.num_workers=1"
+SMALL="model.encoder_channels=256 model.context_type=lstm"
+
+variant() {  # the --set overrides of one variant
+  case "$1" in
+    base) echo "" ;;                                   # the shipped weights' recipe, 1.83 h
+    aug-past) echo "augment.side=past $AUG" ;;
+    aug-both) echo "augment.side=both $AUG" ;;
+    aug-past-future) echo "augment.side=future $AUG" ;;
+    c256) echo "model.encoder_channels=256" ;;
+    lstm) echo "model.context_type=lstm" ;;
+    c256-lstm) echo "$SMALL" ;;                         # CPC_audio's released shape
+    c256-lstm-aug-past) echo "$SMALL augment.side=past $AUG" ;;
+    neg64) echo "loss.num_negatives=64" ;;
+    same-speaker) echo "loss.negative_mode=same_speaker data.speakers_per_batch=2" ;;
+    k4) echo "loss.prediction_steps=4" ;;
+    *) echo "unknown variant $1; see: $0 list" >&2; exit 2 ;;
+  esac
+}
+
+case "${1:-}" in
+  list)
+    for v in base aug-past aug-both aug-past-future c256 lstm c256-lstm c256-lstm-aug-past \
+             neg64 same-speaker k4; do
+      echo "$v: $(variant "$v")"
+    done ;;
+  train)
+    sets=()
+    for kv in $(variant "$2"); do sets+=(--set "$kv"); done
+    OMP_NUM_THREADS=$THREADS $CPCSPEECH train "$CONF" --resume \
+      --set train.out_dir="$OUT/$2" --set train.max_steps=10000000 \
+      --set train.budget_seconds="$BUDGET" --set train.budget_clock=cpu \
+      --set train.valid_every=250 --set train.checkpoint_every=250 --set train.valid_batches=8 \
+      "${sets[@]}" ;;
+  probe)
+    # Quick probes: 4 training utterances per speaker (500) -> 2 test utterances per speaker
+    # (250), from the probes' own train and test splits.
+    lists=$OUT/quick-lists
+    mkdir -p "$lists"
+    for split in train:4 test:2; do
+      name=${split%%:*}; per=${split##*:}
+      awk -v per="$per" 'NR == FNR {spk[$1] = $2; next} {n[spk[$1]]++} n[spk[$1]] <= per' \
+        "$DATA/utt2spk" "$DATA/${name}_split.txt" > "$lists/$name.txt"
+    done
+    last=$(ls -d "$OUT/$2"/checkpoints/step-* | sort | tail -1)
+    for task in phone speaker; do
+      OMP_NUM_THREADS=$THREADS $CPCSPEECH probe "$task" --data "$DATA" \
+        --labels "$DATA/converted_aligned_phones.txt" --model "$last" \
+        --train-list "$lists/train.txt" --test-list "$lists/test.txt" --out "$OUT/$2/probe"
+    done ;;
+  *) sed -n 2,9p "$0"; exit 2 ;;
+esac
