@@ -1,6 +1,7 @@
 """Kaldi through the real kaldiio: ark,scp output (round trip, atomic failure), piped wav.scp
 entries, and data directories with ``segments`` (each recording decoded once)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,18 +165,19 @@ def make_data_dir(tmp_path: Path, audio_dir: Path) -> Path:
 def test_segments_cut_like_kaldi_and_read_each_recording_once(tmp_path, audio_dir, monkeypatch):
     data = make_data_dir(tmp_path, audio_dir)
     decoded: list[str] = []
-    real_read = sf.read
+    real_read = sf.SoundFile.read
 
-    def counting_read(file, *args, **kwargs):
-        decoded.append(str(file) if isinstance(file, str | Path) else "<bytes>")
-        return real_read(file, *args, **kwargs)
+    def counting_read(self, *args, **kwargs):  # every decode, from a path or from bytes
+        name = self.name
+        decoded.append(os.fsdecode(name) if isinstance(name, str | bytes) else "<bytes>")
+        return real_read(self, *args, **kwargs)
 
-    monkeypatch.setattr(sf, "read", counting_read)  # soundfile's decoder, not our code
+    monkeypatch.setattr(sf.SoundFile, "read", counting_read)  # soundfile's decoder, not our code
     result = invoke(str(data), "--out", f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp")
     assert result.exit_code == 0, result.output
     assert decoded == [str(audio_dir / "a.wav"), "<bytes>"]  # rec_a once, rec_c's output once
     assert (tmp_path / "reads.log").read_text() == "rec_c\n"  # the command ran once
-    monkeypatch.setattr(sf, "read", real_read)
+    monkeypatch.setattr(sf.SoundFile, "read", real_read)
 
     feats = kaldiio.load_scp(str(tmp_path / "f.scp"))
     assert list(feats) == ["seg1", "seg2", "seg3", "seg4", "seg5"]
