@@ -113,7 +113,7 @@ def _check_wav_data_chunk(path: Path) -> None:
             pos += 8 + length + (length & 1)
 
 
-def _check_rate(path: Path, rate: int) -> None:
+def _check_rate(path: object, rate: int) -> None:
     if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
         raise AudioError(
             path,
@@ -231,6 +231,7 @@ def decode_audio(
         data, source_rate = sf.read(io.BytesIO(encoded), dtype="float32", always_2d=True)
     except Exception as err:
         raise _open_error(label, err) from err
+    _check_rate(label, source_rate)
     return to_mono(label, data, source_rate, sample_rate, min_samples)
 
 

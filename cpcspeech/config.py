@@ -288,6 +288,7 @@ _SIZE = 4096  # widest plausible layer; with the safetensors header check it bou
 _SEED = Range(0, 2**32 - 1)
 _COUNT = Range(0, 10**9)
 _POSITIVE = Range(1, 10**9)
+_PROBABILITY = Range(0, 1)
 RANGES: dict[str, dict[str, Range]] = {
     "ModelConfig": {
         "sample_rate": Range(1000, 192000),

@@ -348,7 +348,7 @@ def _write_index(path: Path, files: list[FileResult]) -> None:
         f.write("\t".join(INDEX_COLUMNS) + "\n")
         for r in files:
             row = (
-                r.input.source,
+                str(r.input.source),
                 str(r.first_row),
                 str(r.num_frames),
                 f"{r.seconds:.4f}",
@@ -585,6 +585,16 @@ def extract_features(
     return summary
 
 
+def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:
+    """feats: (T, D). NaN/inf features mean the model, not the (finite) audio, is at fault: stop."""
+    finite = np.isfinite(feats)
+    if not finite.all():
+        raise CPCSpeechError(
+            f"{item.path}: expected finite features, the model gave {feats.size - finite.sum()} "
+            f"NaN/inf value(s) of {feats.size}; check the weights (and try --precision fp32)"
+        )
+
+
 def _probe(item: AudioInput, model: CPCModel) -> AudioInfo:
     """Header-only check and length of one input (a command's length is 0: unknown)."""
     if item.reader is not None:
@@ -608,16 +618,6 @@ def _check_unique_ids(items: list[AudioInput]) -> None:
                 f"key {item.id!r}; expected each key once"
             )
         seen[item.id] = item
-
-
-def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:
-    """feats: (T, D). NaN/inf features mean the model, not the (finite) audio, is at fault: stop."""
-    finite = np.isfinite(feats)
-    if not finite.all():
-        raise CPCSpeechError(
-            f"{item.path}: expected finite features, the model gave {feats.size - finite.sum()} "
-            f"NaN/inf value(s) of {feats.size}; check the weights (and try --precision fp32)"
-        )
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:

@@ -5,7 +5,6 @@ kaldiio is an optional extra (``pip install 'cpcspeech[kaldi]'``); it is importe
 """
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from cpcspeech.audio import AudioInfo, audio_info, decode_audio, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
+from cpcspeech.files import temp_sibling
 
 MAX_OVERSHOOT_SECONDS = 0.5
 """A segment ending less than this past its recording is cut at the end (Kaldi's
@@ -294,9 +294,7 @@ class ArkScpWriter:
         try:
             for path in (self.ark, self.scp):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-                os.close(fd)
-                self.temps.append(Path(tmp))
+                self.temps.append(temp_sibling(path))  # umask mode, not mkstemp's 0600
             self.helper = kaldiio.WriteHelper(f"ark,scp:{self.temps[0]},{self.temps[1]}")
         except BaseException:
             for tmp in self.temps:
@@ -314,11 +312,9 @@ class ArkScpWriter:
         self.helper.close()
         tmp_ark, tmp_scp = self.temps
         prefix = f"{tmp_ark}:"
-        fd, final_scp = tempfile.mkstemp(
-            dir=self.scp.parent, prefix=f".{self.scp.name}.", suffix=".tmp"
-        )
-        self.temps.append(Path(final_scp))
-        with open(tmp_scp, encoding="utf-8") as src, os.fdopen(fd, "w", encoding="utf-8") as dst:
+        final_scp = temp_sibling(self.scp)
+        self.temps.append(final_scp)
+        with open(tmp_scp, encoding="utf-8") as src, open(final_scp, "w", encoding="utf-8") as dst:
             for line in src:
                 key, location = line.rstrip("\n").split(" ", 1)
                 if not location.startswith(prefix):

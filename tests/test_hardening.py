@@ -534,3 +534,17 @@ def test_prepare_sh_refuses_nonsense_before_any_work(tmp_path, args, env, fragme
     )  # fmt: skip
     assert proc.returncode != 0 and fragment in proc.stderr, (proc.returncode, proc.stderr)
     assert "done" not in proc.stdout and not (tmp_path / "data" / "downloads").exists()
+
+
+def test_kaldi_ark_and_scp_respect_the_umask(tmp_path):
+    pytest.importorskip("kaldiio")
+    old = os.umask(0o022)
+    try:
+        wav = noise_wav(tmp_path / "a.wav")
+        out = f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"
+        result = cli("extract", str(wav), "--out", out, "-m", "random")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    for name in ("f.ark", "f.scp"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
