@@ -4,11 +4,14 @@ One ``.npy`` output holds every file's frames stacked, with a ``.index.tsv`` sid
 output holds one ``.npy`` per input, mirroring the input's relative path.
 """
 
+import contextlib
 import io
 import os
+import queue
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +226,66 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# ----- reading ahead -----
+
+READ_AHEAD = 2
+"""Files decoded ahead of the model: enough to hide decoding, few enough to bound memory."""
+
+
+@dataclass(frozen=True)
+class _ReaderCrash:
+    """An unexpected exception on the reader thread, re-raised on the caller's thread."""
+
+    error: BaseException
+
+
+def _read_ahead(
+    paths: Sequence[Path | None], sample_rate: int, min_samples: int, depth: int = READ_AHEAD
+) -> Iterator[np.ndarray | AudioError | None]:
+    """Yield ``load_audio(path)`` for each path in order, decoded on a reader thread.
+
+    Decoding and resampling of the next files (soundfile and soxr release the GIL) overlap the
+    model's work on the current one; the bounded queue keeps at most ``depth`` decoded files
+    waiting. A bad file's AudioError is yielded, not raised, so the caller decides whether to skip
+    it; a ``None`` path yields ``None``. Close the generator (``contextlib.closing``) to stop and
+    join the thread early.
+
+    Yields:
+        wav: (N,) float32 at ``sample_rate``, or the file's AudioError, or None.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        for path in paths:
+            try:
+                item = None if path is None else load_audio(path, sample_rate, min_samples)
+            except AudioError as err:
+                item = err
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                item = _ReaderCrash(err)
+            while not stop.is_set():
+                try:
+                    waiting.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set() or isinstance(item, _ReaderCrash):
+                return
+
+    thread = threading.Thread(target=read, name="cpcspeech-reader", daemon=True)
+    thread.start()
+    try:
+        for _ in paths:
+            item = waiting.get()
+            if isinstance(item, _ReaderCrash):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 # ----- writers -----
 
 
@@ -233,50 +296,50 @@ def _temp_path(directory: Path, name: str) -> Path:
 
 
 class _StackedNpy:
-    """A (rows, dim) float32 .npy on disk, filled row-block by row-block through a memmap.
+    """A (rows, dim) float32 .npy on disk, written row-block by row-block with plain writes.
 
-    Sized from the headers first; if a file decodes to a different length the array is resized in
-    place (numpy pads the header so axis 0 can grow without moving the data).
+    Rows are appended in order, so a sequential write is enough; unlike a writable memmap, whose
+    dirty pages count towards the process's RSS until the file is closed, this keeps the memory
+    of a many-file run flat whatever the output's size. The header is written first for
+    ``capacity`` rows (numpy pads it so axis 0 can grow without moving the data) and rewritten with
+    the rows actually written on :meth:`close`.
     """
 
     def __init__(self, path: Path, capacity: int, dim: int) -> None:
         self.path = path
         self.dim = dim
-        self.capacity = capacity
         self.rows = 0
-        self.array: np.memmap | None = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.float32, shape=(capacity, dim)
-        )
-        self.offset = self.array.offset
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close() or abort()
+        header = self._header(capacity)
+        self.offset = len(header)
+        self.file.write(header)
+
+    def _header(self, rows: int) -> bytes:
+        buf = io.BytesIO()
+        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dim)}
+        np.lib.format.write_array_header_1_0(buf, header)
+        return buf.getvalue()
 
     def append(self, feats: np.ndarray) -> None:
         """feats: (T, dim) float32, written at the next free row."""
-        n = feats.shape[0]
-        if self.rows + n > self.capacity:
-            self._resize(self.rows + n)
-        self.array[self.rows : self.rows + n] = feats
-        self.rows += n
-
-    def _resize(self, capacity: int) -> None:
-        self.array.flush()
-        self.array = None  # drop the mapping before the file changes size
-        buf = io.BytesIO()
-        header = {"descr": "<f4", "fortran_order": False, "shape": (capacity, self.dim)}
-        np.lib.format.write_array_header_1_0(buf, header)
-        if len(buf.getvalue()) != self.offset:  # numpy reserves room for 21 digits on axis 0
-            raise RuntimeError(f"npy header changed size: {self.offset} -> {len(buf.getvalue())}")
-        with open(self.path, "r+b") as f:
-            f.write(buf.getvalue())
-            f.truncate(self.offset + capacity * self.dim * 4)
-        self.capacity = capacity
-        self.array = np.lib.format.open_memmap(self.path, mode="r+")
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"Expected feats of shape (T, {self.dim}). Found: {feats.shape}")
+        self.file.write(np.ascontiguousarray(feats, dtype="<f4").data)
+        self.rows += feats.shape[0]
 
     def close(self) -> None:
-        """Trim unused rows (skipped files), flush and unmap."""
-        if self.rows != self.capacity:
-            self._resize(self.rows)
-        self.array.flush()
-        self.array = None
+        """Write the final header (rows written), cut anything beyond them, and close."""
+        header = self._header(self.rows)
+        if len(header) != self.offset:  # numpy reserves room for 21 digits on axis 0
+            raise RuntimeError(f"npy header changed size: {self.offset} -> {len(header)}")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.truncate(self.offset + self.rows * self.dim * 4)
+        self.file.close()
+
+    def abort(self) -> None:
+        """Close without finishing the header (the caller removes the file)."""
+        self.file.close()
 
 
 def _write_index(path: Path, files: list[FileResult]) -> None:
@@ -434,17 +497,17 @@ def extract_features(
         else:
             out.mkdir(parents=True, exist_ok=True)
         bar, task = _progress_bar(progress, total_seconds, len(items))
-        with bar, torch.inference_mode():
+        paths = [item.path if info else None for item, info in zip(items, probes, strict=True)]
+        decoded = _read_ahead(paths, model.sample_rate, model.min_samples)
+        with bar, torch.inference_mode(), contextlib.closing(decoded):
             done_seconds = 0.0
-            for i, (item, info) in enumerate(zip(items, probes, strict=True)):
+            for i, (item, info, wav) in enumerate(zip(items, probes, decoded, strict=True)):
                 if info is not None:
-                    try:
-                        wav = load_audio(item.path, model.sample_rate, model.min_samples)
-                    except AudioError as err:
+                    if isinstance(wav, AudioError):
                         if not skip_errors:
-                            raise
+                            raise wav
                         first_row = writer.rows if writer is not None else 0
-                        status = f"skipped: {err.reason}"
+                        status = f"skipped: {wav.reason}"
                         results[i] = FileResult(item, first_row, 0, info.seconds, status)
                     else:
                         feats = model.extract(
@@ -481,7 +544,7 @@ def extract_features(
             temps.clear()
     except BaseException:
         if writer is not None:
-            writer.array = None  # unmap before removing the file
+            writer.abort()
         for tmp in temps:
             tmp.unlink(missing_ok=True)
         raise
