@@ -83,6 +83,12 @@ def extract(
         help="fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
         "~5e-4 on c, see README).",
     ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="I/N (0 <= I < N): only shard I of N, balanced by audio duration; OUT.npy becomes "
+        "OUT.shard-I-of-N.npy. 'env': I/N from RANK/WORLD_SIZE (torchrun). See merge-index.",
+    ),
 ) -> None:
     """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
 
@@ -90,7 +96,9 @@ def extract(
     an utterance of N samples gives (N+1)//160 frames.
     """
     from cpcspeech.extract import extract_features, load_model_for_cli
+    from cpcspeech.shards import parse_shard
 
+    picked = run_guarded(parse_shard, shard) if shard is not None else None
     cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
     typer.echo(f"weights: {weights}")
     summary = run_guarded(
@@ -104,6 +112,7 @@ def extract(
         progress=not quiet and sys.stdout.isatty(),
         chunk_seconds=chunk_seconds,
         precision=precision,
+        shard=picked,
     )
     ok, skipped = summary.ok, summary.skipped
     if summary.index is not None:
@@ -125,6 +134,23 @@ def extract(
             console.print(f"{result.input.path}: {result.status}", highlight=False, markup=False)
         console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
         raise typer.Exit(1)
+
+
+@app.command("merge-index")
+def merge_index(
+    shards: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
+        ..., help="The shards' outputs, OUT.shard-I-of-N.npy (each with its .index.tsv)."
+    ),
+    out: str = typer.Option(..., "--out", "-o", help="The merged index to write, *.index.tsv."),
+) -> None:
+    """Join sharded extract outputs into one index (unsharded order); arrays are not copied.
+
+    Read it with cpcspeech.shards.MergedFeatures(OUT).features(i).
+    """
+    from cpcspeech.shards import merge_indexes
+
+    count = run_guarded(merge_indexes, shards, out)
+    typer.echo(f"wrote {out}: {count} files from {len(shards)} shard(s)")
 
 
 @app.command("tsne")

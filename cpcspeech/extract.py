@@ -22,6 +22,7 @@ from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.model import CPCModel
 from cpcspeech.pretrained import locate_model
+from cpcspeech.shards import POSITION_COLUMN, Shard, assign_shards, shard_output
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
 LAYERS = ("c", "z")
@@ -56,6 +57,7 @@ class FileResult:
     seconds: float
     status: str  # "ok" or "skipped: <reason>"
     output: Path | None = None  # the per-file .npy in directory mode
+    position: int | None = None  # place in the full input list, for a sharded run's index
 
 
 @dataclass
@@ -212,9 +214,14 @@ def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[C
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available, else cpu; "cpu"/"cuda"/"cuda:N" are checked."""
+    """ "auto" -> cuda if available, else cpu; "cpu"/"cuda"/"cuda:N" are checked.
+
+    Under torchrun (LOCAL_RANK set), "auto" picks that process's GPU, cuda:LOCAL_RANK.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     try:
         device = torch.device(name)
     except RuntimeError as err:
@@ -342,12 +349,12 @@ class _StackedNpy:
         self.file.close()
 
 
-def _write_index(path: Path, files: list[FileResult]) -> None:
+def _write_index(path: Path, files: list[FileResult], sharded: bool = False) -> None:
     def clean(text: str) -> str:
         return " ".join(str(text).split())  # no tabs or newlines inside a field
 
     with open(path, "w", encoding="utf-8") as f:
-        f.write("\t".join(INDEX_COLUMNS) + "\n")
+        f.write("\t".join(INDEX_COLUMNS + ((POSITION_COLUMN,) if sharded else ())) + "\n")
         for r in files:
             row = (
                 str(r.input.path),
@@ -357,6 +364,7 @@ def _write_index(path: Path, files: list[FileResult]) -> None:
                 clean(r.status),
                 clean(r.input.id),
             )
+            row += (str(r.position),) if sharded else ()
             f.write("\t".join(row) + "\n")
 
 
@@ -424,6 +432,7 @@ def extract_features(
     progress: bool = False,
     chunk_seconds: float = 20.0,
     precision: str = "fp32",
+    shard: Shard | None = None,
 ) -> ExtractSummary:
     """Extract features for every input and write them atomically.
 
@@ -439,6 +448,9 @@ def extract_features(
         progress: show a rich progress bar (files, audio seconds, x real time) on stderr.
         chunk_seconds: audio per forward chunk; bounds memory, never changes the features.
         precision: "fp32" (exact) or "bf16" (encoder matmuls in bf16; see CPCModel.extract).
+        shard: extract only this shard's inputs (:func:`cpcspeech.shards.assign_shards`,
+            balanced by header durations); ``OUT.npy`` becomes ``OUT.shard-I-of-N.npy`` and its
+            index gains an ``input_position`` column for ``merge-index``.
 
     Raises:
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
@@ -476,6 +488,10 @@ def extract_features(
             continue
         probes.append(info)
         results.append(None)
+    positions: list[int | None] = [None] * len(items)
+    if shard is not None:
+        positions, items, probes, results = _select_shard(items, probes, results, shard)
+        out = shard_output(out, shard)
     capacity = sum(model.num_frames(p.num_samples) for p in probes if p is not None)
     total_seconds = sum(p.seconds for p in probes if p is not None)
 
@@ -534,11 +550,13 @@ def extract_features(
                     files=i + 1,
                     speed=done_seconds / elapsed if elapsed > 0 else 0.0,
                 )
+        for result, position in zip(results, positions, strict=True):
+            result.position = position
         summary.files = [r for r in results if r is not None]
         if writer is not None:
             writer.close()
             temps.append(_temp_path(out.parent, summary.index.name))
-            _write_index(temps[-1], summary.files)
+            _write_index(temps[-1], summary.files, sharded=shard is not None)
             os.replace(temps[-1], summary.index)
             os.replace(temps[0], out)
             temps.clear()
@@ -550,6 +568,18 @@ def extract_features(
         raise
     summary.wall_seconds = time.perf_counter() - start
     return summary
+
+
+def _select_shard(
+    items: list[AudioInput],
+    probes: list[AudioInfo | None],
+    results: list[FileResult | None],
+    shard: Shard,
+) -> tuple[list[int], list[AudioInput], list[AudioInfo | None], list[FileResult | None]]:
+    """The positions of the inputs ``assign_shards`` gives to ``shard``, and those inputs."""
+    seconds = [p.seconds if p is not None else 0.0 for p in probes]
+    keep = [i for i, s in enumerate(assign_shards(seconds, shard.count)) if s == shard.index]
+    return keep, [items[i] for i in keep], [probes[i] for i in keep], [results[i] for i in keep]
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:
