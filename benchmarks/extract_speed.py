@@ -180,6 +180,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     parser.add_argument("--model", default="random", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="10 s and 60 s only")
+    parser.add_argument(
+        "--case",
+        action="append",
+        help="SECONDS:REPEATS, repeatable; replaces the default cases (e.g. --case 10:5)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
@@ -214,6 +219,8 @@ def main() -> None:
     times: dict[tuple[str, float, str], list[float]] = {}
     peaks: dict[tuple[str, float, str], float] = {}
     cases = QUICK_CASES if args.quick else CASES
+    if args.case:
+        cases = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in args.case]
     for _ in range(args.rounds):
         for seconds, repeats in cases:
             for precision in ("fp32", "bf16"):

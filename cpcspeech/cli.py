@@ -83,6 +83,12 @@ def extract(
         help="fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
         "~5e-4 on c, see README).",
     ),
+    batch_seconds: str = typer.Option(
+        "auto",
+        "--batch-seconds",
+        help="Padded audio per batch (utterances of similar length together; same features as "
+        "one at a time). auto: 120 on CUDA, 0 (no batching) on CPU.",
+    ),
     shard: str | None = typer.Option(
         None,
         "--shard",
@@ -95,7 +101,7 @@ def extract(
     Frame timing: frame t starts at sample 160*t (t*10 ms) and covers 10 ms;
     an utterance of N samples gives (N+1)//160 frames.
     """
-    from cpcspeech.extract import extract_features, load_model_for_cli
+    from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
     from cpcspeech.shards import parse_shard
 
     picked = run_guarded(parse_shard, shard) if shard is not None else None
@@ -113,6 +119,7 @@ def extract(
         chunk_seconds=chunk_seconds,
         precision=precision,
         shard=picked,
+        batch_seconds=run_guarded(parse_batch_seconds, batch_seconds, device),
     )
     ok, skipped = summary.ok, summary.skipped
     if summary.index is not None:

@@ -349,3 +349,16 @@ def test_stacked_npy_writes_no_memmap_and_checks_width(tmp_path):
     writer.close()
     assert np.load(tmp_path / "w.npy").dtype == np.float32
     assert np.load(tmp_path / "w.npy").shape == (5, 3)
+
+
+def test_batched_extraction_equals_one_at_a_time(tmp_path, audio_dir):
+    one = tmp_path / "one.npy"
+    batched = tmp_path / "batched.npy"
+    base = [str(audio_dir), "--model", "random", "--layer", "c"]
+    assert invoke(*base, "--out", str(one)).exit_code == 0
+    result = invoke(*base, "--out", str(batched), "--batch-seconds", "2.5")
+    assert result.exit_code == 0, result.output
+    assert read_index(tmp_path / "one.index.tsv") == read_index(tmp_path / "batched.index.tsv")
+    np.testing.assert_allclose(np.load(batched), np.load(one), rtol=0, atol=1e-4)
+    result = invoke(*base, "--out", str(batched), "--batch-seconds", "-1")
+    assert result.exit_code == 2 and "--batch-seconds" in result.output

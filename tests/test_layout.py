@@ -10,6 +10,7 @@ FORBIDDEN = {
     "config": {"model", "loss", "data", "train", "probes", "plots", "cli", "extract"},
     "model": {"loss", "data", "train", "probes", "plots", "cli", "extract", "corpus"},
     "loss": {"data", "train", "probes", "plots", "cli", "extract"},
+    "batched": {"extract", "pretrained", "loss", "data", "train", "probes", "plots", "cli"},
     "shards": {"model", "audio", "extract", "pretrained", "loss", "data", "train", "cli"},
     "audio": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "corpus": {"model", "loss", "data", "train", "probes", "plots", "cli"},
