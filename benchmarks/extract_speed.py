@@ -176,6 +176,7 @@ def main() -> None:
         default="default,random,default@before",
         help="comma-separated: 'default', 'random' (paper model), a spec, or SPEC@before",
     )
+    parser.add_argument("--matmul-size", type=int, default=2048, help="the limit's matmul size")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole set of cases")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     parser.add_argument("--model", default="random", help=argparse.SUPPRESS)
@@ -209,10 +210,10 @@ def main() -> None:
     )
     limit = {}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        gflops = matmul_gflops(dtype)
+        gflops = matmul_gflops(dtype, size=args.matmul_size)
         limit[precision] = gflops
         print(
-            f"matmul 2048x2048 {precision}: {gflops:.0f} GFLOP/s -> limit "
+            f"matmul {args.matmul_size}^2 {precision}: {gflops:.0f} GFLOP/s -> limit "
             f"{gflops / ASSUMED_GFLOP_PER_SECOND:.1f}x real time"
         )
 
