@@ -14,6 +14,7 @@ import importlib.util
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -68,7 +69,12 @@ def time_matmul(dtype: torch.dtype, size: int, repeats: int) -> float:
 def make_step(norm: str, precision: str, args: argparse.Namespace):
     """Build model, loss, optimizer and a batch; return a closure running one training step."""
     torch.manual_seed(0)
+    norm, _, variant = norm.partition("@")
     model = CPCModel(ModelConfig(norm=norm))
+    if variant == "before":  # the channel-norm encoder as it was before issue 12, for comparison
+        from extract_speed import reference_forward  # this folder is on sys.path
+
+        model.encoder.forward = types.MethodType(reference_forward, model.encoder)
     loss_fn = InfoNCE(
         LossConfig(prediction_steps=args.steps_k, num_negatives=args.negatives),
         z_dim=model.z_dim,
@@ -100,7 +106,9 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--norms", default="none,channel")
+    parser.add_argument(
+        "--norms", default="none,channel", help="comma-separated; 'channel@before': pre-issue-12"
+    )
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--profile", action="store_true", help="profile one step per config")

@@ -99,14 +99,28 @@ def extract(
         help="fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
         "~5e-4 on c, see README).",
     ),
+    batch_seconds: str = typer.Option(
+        "auto",
+        "--batch-seconds",
+        help="Padded audio per batch (utterances of similar length together; same features as "
+        "one at a time). auto: 120 on CUDA, 0 (no batching) on CPU.",
+    ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="I/N (0 <= I < N): only shard I of N, balanced by audio duration; OUT.npy becomes "
+        "OUT.shard-I-of-N.npy. 'env': I/N from RANK/WORLD_SIZE (torchrun). See merge-index.",
+    ),
 ) -> None:
     """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
 
     Frame timing: frame t starts at sample 160*t (t*10 ms) and covers 10 ms;
     an utterance of N samples gives (N+1)//160 frames.
     """
-    from cpcspeech.extract import extract_features, load_model_for_cli
+    from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
+    from cpcspeech.shards import parse_shard
 
+    picked = run_guarded(parse_shard, shard) if shard is not None else None
     cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
     typer.echo(f"weights: {weights}")
     summary = run_guarded(
@@ -120,6 +134,8 @@ def extract(
         progress=not quiet and sys.stdout.isatty(),
         chunk_seconds=chunk_seconds,
         precision=precision,
+        shard=picked,
+        batch_seconds=run_guarded(parse_batch_seconds, batch_seconds, device),
     )
     ok, skipped = summary.ok, summary.skipped
     if summary.index is not None:
@@ -141,6 +157,23 @@ def extract(
             console.print(f"{result.input.source}: {result.status}", highlight=False, markup=False)
         console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
         raise typer.Exit(1)
+
+
+@app.command("merge-index")
+def merge_index(
+    shards: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
+        ..., help="The shards' outputs, OUT.shard-I-of-N.npy (each with its .index.tsv)."
+    ),
+    out: str = typer.Option(..., "--out", "-o", help="The merged index to write, *.index.tsv."),
+) -> None:
+    """Join sharded extract outputs into one index (unsharded order); arrays are not copied.
+
+    Read it with cpcspeech.shards.MergedFeatures(OUT).features(i).
+    """
+    from cpcspeech.shards import merge_indexes
+
+    count = run_guarded(merge_indexes, shards, out)
+    typer.echo(f"wrote {out}: {count} files from {len(shards)} shard(s)")
 
 
 @app.command("tsne")

@@ -6,11 +6,14 @@ is a Kaldi archive and its index (see kaldi.py, which also reads piped wav.scp e
 ``segments``).
 """
 
+import contextlib
 import io
 import os
+import queue
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +22,12 @@ import torch
 
 from cpcspeech import kaldi
 from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
+from cpcspeech.batched import extract_batch, plan_batches
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import check_writable_folder, temp_sibling
 from cpcspeech.model import CPCModel
 from cpcspeech.pretrained import load_model
+from cpcspeech.shards import POSITION_COLUMN, Shard, assign_shards, shard_output
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
 
@@ -65,6 +70,7 @@ class FileResult:
     seconds: float
     status: str  # "ok" or "skipped: <reason>"
     output: Path | None = None  # the per-file .npy in directory mode
+    position: int | None = None  # place in the full input list, for a sharded run's index
 
 
 @dataclass
@@ -259,9 +265,14 @@ def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[C
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available, else cpu; "cpu"/"cuda"/"cuda:N" are checked."""
+    """ "auto" -> cuda if available, else cpu; "cpu"/"cuda"/"cuda:N" are checked.
+
+    Under torchrun (LOCAL_RANK set), "auto" picks that process's GPU, cuda:LOCAL_RANK.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     try:
         device = torch.device(name)
     except RuntimeError as err:
@@ -273,6 +284,154 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# ----- reading ahead -----
+
+READ_AHEAD = 2
+"""Files decoded ahead of the model: enough to hide decoding, few enough to bound memory."""
+
+
+@dataclass(frozen=True)
+class _ReaderCrash:
+    """An unexpected exception on the reader thread, re-raised on the caller's thread."""
+
+    error: BaseException
+
+
+def _read_ahead(
+    items: Sequence[AudioInput | None],
+    load: Callable[[AudioInput], np.ndarray],
+    depth: int = READ_AHEAD,
+) -> Iterator[np.ndarray | AudioError | None]:
+    """Yield ``load(item)`` for each item in order, decoded on a reader thread.
+
+    Decoding and resampling of the next files (soundfile and soxr release the GIL) overlap the
+    model's work on the current one; the bounded queue keeps at most ``depth`` decoded files
+    waiting. A bad file's AudioError is yielded, not raised, so the caller decides whether to skip
+    it; a ``None`` item yields ``None``. Close the generator (``contextlib.closing``) to stop and
+    join the thread early.
+
+    Yields:
+        wav: (N,) float32 at ``sample_rate``, or the file's AudioError, or None.
+    """
+    waiting: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        for source in items:
+            try:
+                item = None if source is None else load(source)
+            except AudioError as err:
+                item = err
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                item = _ReaderCrash(err)
+            while not stop.is_set():
+                try:
+                    waiting.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set() or isinstance(item, _ReaderCrash):
+                return
+
+    thread = threading.Thread(target=read, name="cpcspeech-reader", daemon=True)
+    thread.start()
+    try:
+        for _ in items:
+            item = waiting.get()
+            if isinstance(item, _ReaderCrash):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ----- computing features -----
+
+CUDA_BATCH_SECONDS = 120.0
+"""--batch-seconds auto on CUDA: about 0.6 GB of fp32 activations in the first conv layer. Not
+tuned on a GPU yet (none was available); on a CPU, batching only adds padding."""
+
+
+def parse_batch_seconds(spec: str, device: str | torch.device) -> float:
+    """``"auto"`` -> CUDA_BATCH_SECONDS on a CUDA device, 0 on CPU; else a number >= 0."""
+    if spec == "auto":
+        resolved = device if isinstance(device, torch.device) else resolve_device(device)
+        return CUDA_BATCH_SECONDS if resolved.type == "cuda" else 0.0
+    try:
+        value = float(spec)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise CPCSpeechError(f"--batch-seconds: expected auto or a number >= 0, found {spec!r}")
+    return value
+
+
+WINDOW_BATCHES = 8
+"""Batching sorts this many batches' worth of consecutive files by length, then writes them in
+input order: enough to group similar lengths, little enough to hold their features in memory."""
+
+
+def _single_features(
+    model: CPCModel, wav: np.ndarray, layer: str, chunk_seconds: float, precision: str
+) -> np.ndarray:
+    """wav: (N,) -> (T, D) float32 numpy, one utterance through CPCModel.extract."""
+    feats = model.extract(
+        torch.from_numpy(wav), layer=layer, chunk_seconds=chunk_seconds, precision=precision
+    )  # (T, D)
+    return feats.to("cpu", torch.float32).numpy()
+
+
+def _window_features(
+    model: CPCModel, wavs: list, layer: str, chunk_seconds: float, precision: str, budget: int
+) -> list[np.ndarray | None]:
+    """Features of a window of files: batched by length where they fit, else one by one."""
+    feats: list[np.ndarray | None] = [None] * len(wavs)
+    longest = min(budget, int(chunk_seconds * model.sample_rate))
+    fits = [i for i, w in enumerate(wavs) if isinstance(w, np.ndarray) and len(w) <= longest]
+    device = next(model.parameters()).device
+    for batch in plan_batches([len(wavs[i]) for i in fits], budget):
+        tensors = [torch.from_numpy(wavs[fits[j]]).to(device) for j in batch]
+        for j, out in zip(batch, extract_batch(model, tensors, layer, precision), strict=True):
+            feats[fits[j]] = out.to("cpu", torch.float32).numpy()
+    for i, wav in enumerate(wavs):
+        if feats[i] is None and isinstance(wav, np.ndarray):
+            feats[i] = _single_features(model, wav, layer, chunk_seconds, precision)
+    return feats
+
+
+def _compute_features(
+    model: CPCModel,
+    decoded: Iterator[np.ndarray | AudioError | None],
+    layer: str,
+    chunk_seconds: float,
+    precision: str,
+    batch_seconds: float,
+) -> Iterator[tuple[np.ndarray | AudioError | None, np.ndarray | None]]:
+    """Yield (wav or error or None, features (T, D) or None) for each decoded file, in order.
+
+    With ``batch_seconds`` 0, one file at a time; otherwise windows of consecutive files are
+    grouped into padded batches (:mod:`cpcspeech.batched`).
+    """
+    if batch_seconds <= 0:
+        for wav in decoded:
+            if isinstance(wav, np.ndarray):
+                yield wav, _single_features(model, wav, layer, chunk_seconds, precision)
+            else:
+                yield wav, None
+        return
+    budget = max(model.min_samples, int(batch_seconds * model.sample_rate))
+    window: list = []
+    for wav in decoded:
+        window.append(wav)
+        if sum(len(w) for w in window if isinstance(w, np.ndarray)) >= WINDOW_BATCHES * budget:
+            feats = _window_features(model, window, layer, chunk_seconds, precision, budget)
+            yield from zip(window, feats, strict=True)
+            window = []
+    feats = _window_features(model, window, layer, chunk_seconds, precision, budget)
+    yield from zip(window, feats, strict=True)
+
+
 # ----- writers -----
 
 
@@ -281,50 +440,50 @@ def _temp_path(directory: Path, name: str) -> Path:
 
 
 class _StackedNpy:
-    """A (rows, dim) float32 .npy on disk, filled row-block by row-block through a memmap.
+    """A (rows, dim) float32 .npy on disk, written row-block by row-block with plain writes.
 
-    Sized from the headers first; if a file decodes to a different length the array is resized in
-    place (numpy pads the header so axis 0 can grow without moving the data).
+    Rows are appended in order, so a sequential write is enough; unlike a writable memmap, whose
+    dirty pages count towards the process's RSS until the file is closed, this keeps the memory
+    of a many-file run flat whatever the output's size. The header is written first for
+    ``capacity`` rows (numpy pads it so axis 0 can grow without moving the data) and rewritten with
+    the rows actually written on :meth:`close`.
     """
 
     def __init__(self, path: Path, capacity: int, dim: int) -> None:
         self.path = path
         self.dim = dim
-        self.capacity = capacity
         self.rows = 0
-        self.array: np.memmap | None = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.float32, shape=(capacity, dim)
-        )
-        self.offset = self.array.offset
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close() or abort()
+        header = self._header(capacity)
+        self.offset = len(header)
+        self.file.write(header)
+
+    def _header(self, rows: int) -> bytes:
+        buf = io.BytesIO()
+        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dim)}
+        np.lib.format.write_array_header_1_0(buf, header)
+        return buf.getvalue()
 
     def append(self, feats: np.ndarray) -> None:
         """feats: (T, dim) float32, written at the next free row."""
-        n = feats.shape[0]
-        if self.rows + n > self.capacity:
-            self._resize(self.rows + n)
-        self.array[self.rows : self.rows + n] = feats
-        self.rows += n
-
-    def _resize(self, capacity: int) -> None:
-        self.array.flush()
-        self.array = None  # drop the mapping before the file changes size
-        buf = io.BytesIO()
-        header = {"descr": "<f4", "fortran_order": False, "shape": (capacity, self.dim)}
-        np.lib.format.write_array_header_1_0(buf, header)
-        if len(buf.getvalue()) != self.offset:  # numpy reserves room for 21 digits on axis 0
-            raise RuntimeError(f"npy header changed size: {self.offset} -> {len(buf.getvalue())}")
-        with open(self.path, "r+b") as f:
-            f.write(buf.getvalue())
-            f.truncate(self.offset + capacity * self.dim * 4)
-        self.capacity = capacity
-        self.array = np.lib.format.open_memmap(self.path, mode="r+")
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"Expected feats of shape (T, {self.dim}). Found: {feats.shape}")
+        self.file.write(np.ascontiguousarray(feats, dtype="<f4").data)
+        self.rows += feats.shape[0]
 
     def close(self) -> None:
-        """Trim unused rows (skipped files), flush and unmap."""
-        if self.rows != self.capacity:
-            self._resize(self.rows)
-        self.array.flush()
-        self.array = None
+        """Write the final header (rows written), cut anything beyond them, and close."""
+        header = self._header(self.rows)
+        if len(header) != self.offset:  # numpy reserves room for 21 digits on axis 0
+            raise RuntimeError(f"npy header changed size: {self.offset} -> {len(header)}")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.truncate(self.offset + self.rows * self.dim * 4)
+        self.file.close()
+
+    def abort(self) -> None:
+        """Close without finishing the header (the caller removes the file)."""
+        self.file.close()
 
 
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -342,10 +501,10 @@ def unescape_field(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
 
 
-def _write_index(path: Path, files: list[FileResult]) -> None:
+def _write_index(path: Path, files: list[FileResult], sharded: bool = False) -> None:
     # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write("\t".join(INDEX_COLUMNS) + "\n")
+        f.write("\t".join(INDEX_COLUMNS + ((POSITION_COLUMN,) if sharded else ())) + "\n")
         for r in files:
             row = (
                 str(r.input.source),
@@ -355,6 +514,7 @@ def _write_index(path: Path, files: list[FileResult]) -> None:
                 r.status,
                 r.input.id,
             )
+            row += (str(r.position),) if sharded else ()
             f.write("\t".join(escape_field(v) for v in row) + "\n")
 
 
@@ -436,6 +596,8 @@ def extract_features(
     progress: bool = False,
     chunk_seconds: float = 20.0,
     precision: str = "fp32",
+    shard: Shard | None = None,
+    batch_seconds: float = 0.0,
 ) -> ExtractSummary:
     """Extract features for every input and write them atomically.
 
@@ -453,6 +615,12 @@ def extract_features(
         progress: show a rich progress bar (files, audio seconds, x real time) on stderr.
         chunk_seconds: audio per forward chunk; bounds memory, never changes the features.
         precision: "fp32" (exact) or "bf16" (encoder matmuls in bf16; see CPCModel.extract).
+        shard: extract only this shard's inputs (:func:`cpcspeech.shards.assign_shards`,
+            balanced by header durations); ``OUT.npy`` becomes ``OUT.shard-I-of-N.npy`` and its
+            index gains an ``input_position`` column for ``merge-index``.
+        batch_seconds: padded audio per batch (:mod:`cpcspeech.batched`; every utterance gets
+            exactly a single pass's frames); 0 runs one utterance at a time, which is the better
+            choice on a CPU. Files longer than ``chunk_seconds`` always run alone, in chunks.
 
     Raises:
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
@@ -465,6 +633,15 @@ def extract_features(
     if not 0 < chunk_seconds < float("inf"):
         raise CPCSpeechError(
             f"--chunk-seconds: expected a finite number > 0, found {chunk_seconds}"
+        )
+    if not 0 <= batch_seconds < float("inf"):
+        raise CPCSpeechError(
+            f"--batch-seconds: expected a finite number >= 0 (0: no batching), found "
+            f"{batch_seconds}"
+        )
+    if batch_seconds > 0 and layer not in ("c", "z"):
+        raise CPCSpeechError(
+            f"--batch-seconds with --layer {layer}: batching gives c or z only; use 0"
         )
     mode = _output_mode(out)
     _check_writable(Path(out), mode)
@@ -496,6 +673,12 @@ def extract_features(
             continue
         probes.append(info)
         results.append(None)
+    positions: list[int | None] = [None] * len(items)
+    if shard is not None:
+        if mode == "ark":
+            raise CPCSpeechError("--shard with ark,scp output: expected .npy or a folder")
+        positions, items, probes, results = _select_shard(items, probes, results, shard)
+        out = shard_output(out, shard)
     capacity = sum(model.num_frames(p.num_samples) for p in probes if p is not None)
     total_seconds = sum(p.seconds for p in probes if p is not None)
 
@@ -522,26 +705,24 @@ def extract_features(
         else:
             out.mkdir(parents=True, exist_ok=True)
         bar, task = _progress_bar(progress, total_seconds, len(items))
-        with bar, torch.inference_mode():
+        todo = [item if info else None for item, info in zip(items, probes, strict=True)]
+        decoded = _read_ahead(todo, lambda item: _load(item, model))
+        with bar, torch.inference_mode(), contextlib.closing(decoded):
             done_seconds = 0.0
-            for i, (item, info) in enumerate(zip(items, probes, strict=True)):
+            computed = _compute_features(
+                model, decoded, layer, chunk_seconds, precision, batch_seconds
+            )
+            for i, (item, info, (wav, feats)) in enumerate(
+                zip(items, probes, computed, strict=True)
+            ):
                 if info is not None:
-                    try:
-                        wav = _load(item, model)
-                    except AudioError as err:
+                    if isinstance(wav, AudioError):
                         if not skip_errors:
-                            raise
+                            raise wav
                         first_row = writer.rows if writer is not None else 0
-                        status = f"skipped: {err.reason}"
+                        status = f"skipped: {wav.reason}"
                         results[i] = FileResult(item, first_row, 0, info.seconds, status)
                     else:
-                        feats = model.extract(
-                            torch.from_numpy(wav),
-                            layer=layer,
-                            chunk_seconds=chunk_seconds,
-                            precision=precision,
-                        )  # (T, D)
-                        feats = feats.to("cpu", torch.float32).numpy()
                         _check_finite_features(item, feats)
                         seconds = info.seconds or wav.shape[0] / model.sample_rate  # 0: a command
                         result = FileResult(item, 0, feats.shape[0], seconds, "ok")
@@ -563,11 +744,13 @@ def extract_features(
                     files=i + 1,
                     speed=done_seconds / elapsed if elapsed > 0 else 0.0,
                 )
+        for result, position in zip(results, positions, strict=True):
+            result.position = position
         summary.files = [r for r in results if r is not None]
         if writer is not None:
             writer.close()
             temps.append(_temp_path(out.parent, summary.index.name))
-            _write_index(temps[-1], summary.files)
+            _write_index(temps[-1], summary.files, sharded=shard is not None)
             os.replace(temps[-1], summary.index)
             os.replace(temps[0], out)
             temps.clear()
@@ -577,7 +760,7 @@ def extract_features(
         if ark is not None:
             ark.abort()
         if writer is not None:
-            writer.array = None  # unmap before removing the file
+            writer.abort()
         for tmp in temps:
             tmp.unlink(missing_ok=True)
         raise
@@ -618,6 +801,18 @@ def _check_unique_ids(items: list[AudioInput]) -> None:
                 f"key {item.id!r}; expected each key once"
             )
         seen[item.id] = item
+
+
+def _select_shard(
+    items: list[AudioInput],
+    probes: list[AudioInfo | None],
+    results: list[FileResult | None],
+    shard: Shard,
+) -> tuple[list[int], list[AudioInput], list[AudioInfo | None], list[FileResult | None]]:
+    """The positions of the inputs ``assign_shards`` gives to ``shard``, and those inputs."""
+    seconds = [p.seconds if p is not None else 0.0 for p in probes]
+    keep = [i for i, s in enumerate(assign_shards(seconds, shard.count)) if s == shard.index]
+    return keep, [items[i] for i in keep], [probes[i] for i in keep], [results[i] for i in keep]
 
 
 def _check_unique_keys(items: list[AudioInput]) -> None:

@@ -3,6 +3,7 @@
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ from typer.testing import CliRunner
 
 from cpcspeech.audio import load_audio
 from cpcspeech.cli import app
-from cpcspeech.errors import CPCSpeechError
+from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.extract import (
     INDEX_COLUMNS,
+    _read_ahead,
     _StackedNpy,
     extract_features,
     find_inputs,
@@ -315,3 +317,39 @@ def test_bf16_precision_is_close_to_fp32(tmp_path, audio_dir):
         str(audio_dir), "--out", str(tmp_path / "x.npy"), "--model", "random", "--precision", "bf8"
     )
     assert result.exit_code == 2 and "bf8" in result.output
+
+
+def test_read_ahead_keeps_order_errors_and_stops_early(tmp_path, audio_dir):
+    paths = [audio_dir / "a.wav", None, tmp_path / "missing.wav", audio_dir / "c.ogg"]
+    found = list(_read_ahead(paths, 16000, 159, depth=1))
+    np.testing.assert_array_equal(found[0], load_audio(paths[0]))
+    assert found[1] is None
+    assert isinstance(found[2], AudioError) and "missing.wav" in str(found[2])
+    np.testing.assert_array_equal(found[3], load_audio(paths[3]))
+    reader = _read_ahead([audio_dir / "a.wav"] * 50, 16000, 159, depth=2)
+    next(reader)
+    reader.close()  # joins the reader thread, which is blocked on the full queue
+    assert not [t for t in threading.enumerate() if t.name == "cpcspeech-reader"]
+
+
+def test_stacked_npy_writes_no_memmap_and_checks_width(tmp_path):
+    writer = _StackedNpy(tmp_path / "w.npy", capacity=0, dim=3)
+    with pytest.raises(ValueError, match=r"\(T, 3\)"):
+        writer.append(np.zeros((2, 4), np.float32))
+    writer.append(np.ones((5, 3), np.float64))  # converted to float32 on write
+    writer.close()
+    assert np.load(tmp_path / "w.npy").dtype == np.float32
+    assert np.load(tmp_path / "w.npy").shape == (5, 3)
+
+
+def test_batched_extraction_equals_one_at_a_time(tmp_path, audio_dir):
+    one = tmp_path / "one.npy"
+    batched = tmp_path / "batched.npy"
+    base = [str(audio_dir), "--model", "random", "--layer", "c"]
+    assert invoke(*base, "--out", str(one)).exit_code == 0
+    result = invoke(*base, "--out", str(batched), "--batch-seconds", "2.5")
+    assert result.exit_code == 0, result.output
+    assert read_index(tmp_path / "one.index.tsv") == read_index(tmp_path / "batched.index.tsv")
+    np.testing.assert_allclose(np.load(batched), np.load(one), rtol=0, atol=1e-4)
+    result = invoke(*base, "--out", str(batched), "--batch-seconds", "-1")
+    assert result.exit_code == 2 and "--batch-seconds" in result.output

@@ -12,6 +12,8 @@ FORBIDDEN = {
     "loss": {"data", "train", "probes", "plots", "cli", "extract"},
     "convert": {"pretrained", "loss", "data", "train", "probes", "plots", "cli", "extract"},
     "published": {"pretrained", "loss", "data", "train", "probes", "plots", "cli", "extract"},
+    "batched": {"extract", "pretrained", "loss", "data", "train", "probes", "plots", "cli"},
+    "shards": {"model", "audio", "extract", "pretrained", "loss", "data", "train", "cli"},
     "audio": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "corpus": {"model", "loss", "data", "train", "probes", "plots", "cli"},
     "alignments": {"loss", "data", "train", "probes", "plots", "cli"},
