@@ -321,12 +321,12 @@ def test_bf16_precision_is_close_to_fp32(tmp_path, audio_dir):
 
 def test_read_ahead_keeps_order_errors_and_stops_early(tmp_path, audio_dir):
     paths = [audio_dir / "a.wav", None, tmp_path / "missing.wav", audio_dir / "c.ogg"]
-    found = list(_read_ahead(paths, 16000, 159, depth=1))
+    found = list(_read_ahead(paths, lambda path: load_audio(path, 16000, 159), depth=1))
     np.testing.assert_array_equal(found[0], load_audio(paths[0]))
     assert found[1] is None
     assert isinstance(found[2], AudioError) and "missing.wav" in str(found[2])
     np.testing.assert_array_equal(found[3], load_audio(paths[3]))
-    reader = _read_ahead([audio_dir / "a.wav"] * 50, 16000, 159, depth=2)
+    reader = _read_ahead([audio_dir / "a.wav"] * 50, load_audio, depth=2)
     next(reader)
     reader.close()  # joins the reader thread, which is blocked on the full queue
     assert not [t for t in threading.enumerate() if t.name == "cpcspeech-reader"]
