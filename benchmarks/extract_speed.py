@@ -186,6 +186,12 @@ def main() -> None:
         action="append",
         help="SECONDS:REPEATS, repeatable; replaces the default cases (e.g. --case 10:5)",
     )
+    parser.add_argument(
+        "--precisions",
+        default="fp32,bf16",
+        help="comma-separated; use fp32 alone on a CPU without bf16 instructions (no "
+        "avx512_bf16 / AMX in /proc/cpuinfo), where bf16 is emulated and slow",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
@@ -208,8 +214,11 @@ def main() -> None:
         f"model cost: {exact:.3f} GFLOP per audio second from the config "
         f"(limits below assume {ASSUMED_GFLOP_PER_SECOND} GFLOP/s of audio)"
     )
+    precisions = args.precisions.split(",")
     limit = {}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if precision not in precisions:
+            continue
         gflops = matmul_gflops(dtype, size=args.matmul_size)
         limit[precision] = gflops
         print(
@@ -224,7 +233,7 @@ def main() -> None:
         cases = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in args.case]
     for _ in range(args.rounds):
         for seconds, repeats in cases:
-            for precision in ("fp32", "bf16"):
+            for precision in precisions:
                 for spec in specs:  # interleaved, so the models share the load changes
                     result = run_case(args, spec, seconds, repeats, precision)
                     key = (spec, seconds, precision)
@@ -236,7 +245,7 @@ def main() -> None:
     )
     for spec in specs:
         for seconds, _ in cases:
-            for precision in ("fp32", "bf16"):
+            for precision in precisions:
                 key = (spec, seconds, precision)
                 median = statistics.median(times[key])
                 paper = ("random", seconds, precision)
@@ -252,7 +261,7 @@ def main() -> None:
                 )
 
     wav = random_audio(10.0)
-    for layer in ("z", "c"):
+    for layer in ("z", "c") if "bf16" in precisions else ():
         fp32 = model.extract(wav, layer=layer)
         bf16 = model.extract(wav, layer=layer, precision="bf16")
         diff = (bf16 - fp32).abs().max().item()
