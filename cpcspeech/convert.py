@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import file_sha256
+from cpcspeech.files import file_sha256, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
 
 CARD_NAME = "README.md"
@@ -323,20 +322,13 @@ def convert(
         raise ModelLoadError(f"convert: {out_dir} already exists; choose a new folder or overwrite")
     model, ckpt = convert_checkpoint(source, checkpoint)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")
     try:
         model.save_pretrained(tmp)
         weights_sha = file_sha256(tmp / WEIGHTS_NAME)
         card = model_card(out_dir.name, model.config, ckpt, weights_sha)
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():  # overwrite: move the old folder aside, then swap the new one in
-            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
-            os.replace(out_dir, trash / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

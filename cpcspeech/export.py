@@ -6,7 +6,6 @@ A model directory holds exactly config.json, model.safetensors and README.md (th
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
-from cpcspeech.files import check_writable_folder, temp_dir
+from cpcspeech.files import check_writable_folder, replace_folder, temp_dir
 from cpcspeech.pretrained import (
     CARD_NAME,
     CONFIG_NAME,
@@ -80,13 +79,7 @@ def export_model(
             source=source,
         )
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
-        if out_dir.exists():  # overwrite: move the old folder aside, then swap the new one in
-            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".old-{out_dir.name}-"))
-            os.replace(out_dir, trash / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

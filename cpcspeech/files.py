@@ -6,6 +6,7 @@ the umask), not tempfile's private 0600 / 0700, so outputs on a shared machine s
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     os.chmod(tmp, umask_mode(directory=True))
     return tmp
+
+
+def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the finished folder ``tmp`` to ``final``; an existing ``final`` is moved aside first
+    and removed only once the new folder is in place, so ``final`` is never half-written."""
+    tmp, final = Path(tmp), Path(final)
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".old-{final.name}-"))
+    os.replace(final, trash / final.name)
+    os.replace(tmp, final)
+    shutil.rmtree(trash)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

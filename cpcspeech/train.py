@@ -12,7 +12,6 @@ import platform
 import random
 import re
 import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -47,7 +46,14 @@ from cpcspeech.data import (
     rank_and_world,
 )
 from cpcspeech.errors import ConfigError, CPCSpeechError
-from cpcspeech.files import file_sha256, temp_dir, temp_sibling, umask_mode, write_text_atomic
+from cpcspeech.files import (
+    file_sha256,
+    replace_folder,
+    temp_dir,
+    temp_sibling,
+    umask_mode,
+    write_text_atomic,
+)
 from cpcspeech.loss import InfoNCE
 from cpcspeech.model import CPCModel, load_state_strict
 
@@ -233,11 +239,7 @@ def write_checkpoint(
     # Resume verifies these (verify_checkpoint): a truncated or garbled file is caught before use.
     meta = {**meta, "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}}
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if final.exists():  # the same step written again (e.g. a finished run resumed)
-        trash = Path(tempfile.mkdtemp(dir=folder, prefix=f".old-{final.name}-"))
-        os.replace(final, trash / final.name)
-        shutil.rmtree(trash)
-    os.replace(tmp, final)
+    replace_folder(tmp, final)  # the same step may be written again (a finished run resumed)
     return final
 
 
