@@ -654,10 +654,8 @@ def extract_features(
     dim = model.layer_dim(layer)
     ark_target = kaldi.parse_wspecifier(str(out)) if mode == "ark" else None
     out = Path(ark_target.ark) if ark_target is not None else Path(out)
-    if mode == "dir":
-        _check_unique_keys(items)
-    if mode == "ark":
-        _check_unique_ids(items)
+    if mode in ("dir", "ark"):
+        _check_unique(items, mode)
 
     # Pass 1: headers only. Validates every file before any compute and sizes the output.
     probes: list[AudioInfo | None] = []
@@ -792,17 +790,6 @@ def _load(item: AudioInput, model: CPCModel) -> np.ndarray:
     return load_audio(item.path, model.sample_rate, model.min_samples)
 
 
-def _check_unique_ids(items: list[AudioInput]) -> None:
-    seen: dict[str, AudioInput] = {}
-    for item in items:
-        if item.id in seen:
-            raise CPCSpeechError(
-                f"{item.source} and {seen[item.id].source} would both be written under the Kaldi "
-                f"key {item.id!r}; expected each key once"
-            )
-        seen[item.id] = item
-
-
 def _select_shard(
     items: list[AudioInput],
     probes: list[AudioInfo | None],
@@ -815,15 +802,23 @@ def _select_shard(
     return keep, [items[i] for i in keep], [probes[i] for i in keep], [results[i] for i in keep]
 
 
-def _check_unique_keys(items: list[AudioInput]) -> None:
+def _check_unique(items: list[AudioInput], mode: str) -> None:
+    """Two inputs must not land on one output: the same ``key`` (dir: OUT/<key>.npy) or the
+    same ``id`` (ark: the Kaldi key)."""
     seen: dict[str, AudioInput] = {}
     for item in items:
-        if item.key in seen:
+        name = item.id if mode == "ark" else item.key
+        if name in seen:
+            if mode == "ark":
+                raise CPCSpeechError(
+                    f"{item.source} and {seen[name].source} would both be written under the "
+                    f"Kaldi key {name!r}; expected each key once"
+                )
             raise CPCSpeechError(
-                f"{item.path} and {seen[item.key].path} would both be written to "
-                f"{item.key}.npy; give them separately or use one .npy output"
+                f"{item.path} and {seen[name].path} would both be written to "
+                f"{name}.npy; give them separately or use one .npy output"
             )
-        seen[item.key] = item
+        seen[name] = item
 
 
 def _write_one(out_dir: Path, item: AudioInput, feats: np.ndarray, temps: list[Path]) -> Path:
