@@ -150,6 +150,12 @@ class TrainConfig:
     # disturbs far less than wall time; "wall" counts elapsed time.
     budget_seconds: float = 0.0
     budget_clock: str = "cpu"
+    # Start the encoder and context from a trained model instead of random init (fine-tuning, or
+    # going on from shipped weights that have no optimiser state): any --model spec (a shipped
+    # name, a model directory, a checkpoint, a Hub id, a CPC_audio checkpoint). Its model config
+    # must equal this one's; the W_k heads and the optimiser start fresh. Ignored once the run
+    # has a checkpoint to resume. A path starting with ./ or ../ is relative to the YAML file.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         _check_choice("train.precision", self.precision, ("fp32", "bf16"))
@@ -518,7 +524,8 @@ def read_yaml(path: str | os.PathLike) -> Any:
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """Load a YAML config file, apply ``--set`` overrides and validate.
 
-    Relative data paths are resolved against the YAML file's folder. A path still equal to the
+    Relative data paths (and a ``train.init_from`` path starting with ./ or ../) are resolved
+    against the YAML file's folder. A path still equal to the
     placeholder ``???`` is an error that names the key.
     """
     path = Path(path)
@@ -536,6 +543,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             str((path.parent / v).resolve()) if v and not os.path.isabs(v) else v for v in values
         )
         setattr(cfg.data, key, resolved if isinstance(value, tuple) else resolved[0])
+    if cfg.train.init_from.startswith(("./", "../")):
+        cfg.train.init_from = str((path.parent / cfg.train.init_from).resolve())
     if cfg.augment.noise_dir and not os.path.isabs(cfg.augment.noise_dir):
         cfg.augment.noise_dir = str((path.parent / cfg.augment.noise_dir).resolve())
     return cfg

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -627,6 +627,25 @@ def _restore(
     progress.last_valid = state["best"]["last_valid_loss"]
 
 
+def _init_from_model(cfg: Config, model: CPCModel, say) -> None:
+    """Copy a trained model's encoder and context into ``model`` (``train.init_from``)."""
+    from cpcspeech.pretrained import load_model
+
+    trained, source = load_model(cfg.train.init_from)
+    wanted, found = (json.loads(json.dumps(asdict(c))) for c in (cfg.model, trained.config))
+    diff = [k for k in wanted if wanted[k] != found.get(k)]
+    if diff:
+        detail = ", ".join(
+            f"model.{k}: expected {wanted[k]!r}, found {found.get(k)!r}" for k in diff
+        )
+        raise TrainingError(
+            f"train.init_from {cfg.train.init_from!r}: its model config differs from this "
+            f"run's in {detail}; set the run's model section to match"
+        )
+    load_state_strict(model, trained.state_dict(), f"train.init_from {cfg.train.init_from!r}")
+    say(f"encoder and context initialised from {source.kind} {source.directory}; heads fresh")
+
+
 def _announce(say, out_dir: Path, stats, cfg: Config, valid_batches, procs: _Processes) -> None:
     say(f"outputs -> {out_dir} (config.yaml, log.jsonl, log.csv, checkpoints/)")
     say(
@@ -800,6 +819,8 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None) -> 
     progress = _Progress(accuracy_sum=[0.0] * cfg.loss.prediction_steps)
     if start is not None:
         _restore(start, objective, optimizer, scheduler, progress)
+    elif cfg.train.init_from:
+        _init_from_model(cfg, objective.model, say)
     model_for_step: nn.Module = objective
     if procs.world_size > 1:
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None

@@ -300,3 +300,43 @@ def test_budget_stops_the_run_with_a_checkpoint_and_resume_respects_it(tmp_path)
     assert state["cpu_seconds"] > 0 and state["wall_seconds"] >= 0.5
     again = train(cfg, resume=True)  # the budget is spent: nothing more to do
     assert again.step == result.step
+
+
+def test_init_from_starts_the_body_from_a_trained_model_and_heads_fresh(tmp_path):
+    """train.init_from: the encoder + context of step 0 are the given model's, bit for bit."""
+    data = make_audio(tmp_path / "audio", speakers=2, utts=2, lengths=(3000, 6000))
+    first = train(smoke_config(tmp_path, data, "train.max_steps=3"))
+    trained = list_checkpoints(first.out_dir)[-1]
+    cfg = smoke_config(
+        tmp_path,
+        data,
+        f"train.out_dir={tmp_path / 'second'}",
+        f"train.init_from={trained}",
+        "train.max_steps=1",
+        "optim.lr=1e-30",  # the one step leaves the body where init_from put it
+        "optim.head_lr=1e-30",
+    )
+    second = train(cfg)
+    body = CPCModel.from_pretrained(list_checkpoints(second.out_dir)[-1])
+    for name, tensor in CPCModel.from_pretrained(trained).state_dict().items():
+        torch.testing.assert_close(body.state_dict()[name], tensor, rtol=0, atol=1e-20)
+    # Resuming ignores init_from (the checkpoint holds the weights); another shape is refused.
+    other = smoke_config(
+        tmp_path,
+        data,
+        f"train.out_dir={tmp_path / 'third'}",
+        f"train.init_from={trained}",
+        "model.context_dim=16",
+    )
+    with pytest.raises(TrainingError, match=r"model.context_dim: expected 16, found \d+"):
+        train(other)
+
+
+def test_init_from_relative_to_the_yaml_file(tmp_path):
+    conf = tmp_path / "recipe" / "conf.yaml"
+    conf.parent.mkdir()
+    conf.write_text(SMOKE.read_text(encoding="utf-8"), encoding="utf-8")
+    cfg = load_config(conf, ["train.init_from=../weights/model", f"data.root={tmp_path}"])
+    assert cfg.train.init_from == str((tmp_path / "weights" / "model").resolve())
+    named = load_config(conf, ["train.init_from=default", f"data.root={tmp_path}"])
+    assert named.train.init_from == "default"

@@ -4,9 +4,11 @@
 #   bash recipes/speechocean762/study.sh train VARIANT    # train (resumable: run it again)
 #   bash recipes/speechocean762/study.sh probe VARIANT    # quick probes of its last checkpoint
 #   bash recipes/speechocean762/study.sh list             # the variants
+# A variant may join others with +: c256-lstm+aug-past+k4.
 # Environment: BUDGET (CPU seconds of the training process, default 1200), THREADS (torch
 # threads per run, default 1, so that several variants can share a machine fairly), OUT
-# (default runs/study), DATA (default ../shared/data/speechocean762-train).
+# (default runs/study), DATA (default ../shared/data/speechocean762-train), PRECISION (default
+# bf16 where the CPU has avx512_bf16 instructions, else fp32: bf16 is emulated, ~9x slower).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CONF=$HERE/conf.yaml
@@ -15,6 +17,9 @@ THREADS=${THREADS:-1}
 OUT=${OUT:-runs/study}
 DATA=${DATA:-$HERE/../../../shared/data/speechocean762-train}
 CPCSPEECH=${CPCSPEECH:-cpcspeech}
+if [ -z "${PRECISION:-}" ]; then
+  if grep -q avx512_bf16 /proc/cpuinfo; then PRECISION=bf16; else PRECISION=fp32; fi
+fi
 
 # Kharitonov et al. 2020's chain, on one side: pitch, reverb, band reject, additive coloured
 # noise and babble from other training utterances, time dropout.
@@ -23,12 +28,17 @@ augment.colored_noise_p=0.3 augment.corpus_noise_p=0.3 augment.time_dropout_p=0.
 data.num_workers=1"
 SMALL="model.encoder_channels=256 model.context_type=lstm"
 
-variant() {  # the --set overrides of one variant
+variant() {  # the --set overrides of one variant; A+B joins the overrides of A and B
+  if [[ "$1" == *+* ]]; then
+    local part
+    for part in ${1//+/ }; do variant "$part"; done
+    return
+  fi
   case "$1" in
     base) echo "" ;;                                   # the shipped weights' recipe, 1.83 h
     aug-past) echo "augment.side=past $AUG" ;;
     aug-both) echo "augment.side=both $AUG" ;;
-    aug-past-future) echo "augment.side=future $AUG" ;;
+    aug-future) echo "augment.side=future $AUG" ;;
     c256) echo "model.encoder_channels=256" ;;
     lstm) echo "model.context_type=lstm" ;;
     c256-lstm) echo "$SMALL" ;;                         # CPC_audio's released shape
@@ -42,7 +52,7 @@ variant() {  # the --set overrides of one variant
 
 case "${1:-}" in
   list)
-    for v in base aug-past aug-both aug-past-future c256 lstm c256-lstm c256-lstm-aug-past \
+    for v in base aug-past aug-both aug-future c256 lstm c256-lstm c256-lstm-aug-past \
              neg64 same-speaker k4; do
       echo "$v: $(variant "$v")"
     done ;;
@@ -52,6 +62,7 @@ case "${1:-}" in
     OMP_NUM_THREADS=$THREADS $CPCSPEECH train "$CONF" --resume \
       --set train.out_dir="$OUT/$2" --set train.max_steps=10000000 \
       --set train.budget_seconds="$BUDGET" --set train.budget_clock=cpu \
+      --set train.precision="$PRECISION" \
       --set train.valid_every=250 --set train.checkpoint_every=250 --set train.valid_batches=8 \
       "${sets[@]}" ;;
   probe)
