@@ -406,14 +406,20 @@ def probe(
         "frame", "--speaker-mode", help="frame (paper) or utterance (mean feature per utterance)."
     ),
     supervised_steps: int = typer.Option(
-        0, "--supervised-steps", help="With --table: train the supervised row for N steps."
+        0,
+        "--supervised-steps",
+        help="Train the supervised baseline for N steps: the table's row, or with a task that "
+        "task alone (instead of probing --model).",
+    ),
+    supervised_eval_every: int = typer.Option(
+        0, "--supervised-eval-every", help="Also score the supervised model every N steps."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
     device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
-    from cpcspeech.probes import SupervisedBudget, run_probe, run_table
+    from cpcspeech.probes import SupervisedBudget, run_probe, run_supervised_task, run_table
 
     common = dict(
         train_list=train_list, test_list=test_list, label_format=label_format, phones=phones,
@@ -424,7 +430,11 @@ def probe(
         if labels is None:
             fail(ValueError("--table needs --labels (phone labels)"))
         spec = None if model in ("mfcc", "random") else model
-        budget = run_guarded(SupervisedBudget, steps=supervised_steps) if supervised_steps else None
+        budget = (
+            run_guarded(SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every)
+            if supervised_steps
+            else None
+        )
         results, markdown = run_guarded(
             run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
             **common,
@@ -434,7 +444,19 @@ def probe(
         return
     if task is None:
         fail(ValueError("give a task (phone or speaker) or --table"))
-    result = run_guarded(run_probe, task, data, labels, model, out_dir=out, **common)
+    if supervised_steps:
+        budget = run_guarded(
+            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every
+        )
+        result = run_guarded(
+            run_supervised_task, task, data, labels, budget, out_dir=out,
+            **{k: common[k] for k in ("train_list", "test_list", "label_format", "phones",
+                                      "device", "progress")},
+        )  # fmt: skip
+        for step, acc in result.details.get("curve", []):
+            typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%")
+    else:
+        result = run_guarded(run_probe, task, data, labels, model, out_dir=out, **common)
     typer.echo(
         f"{result.task} accuracy {100 * result.accuracy:.1f}% ({result.method}, "
         f"{result.n_classes} classes, {result.n_train_frames} train / {result.n_test_frames} "

@@ -2,12 +2,13 @@
 classification for a CPC model, a random-init CPC, MFCC features and a supervised baseline.
 """
 
+import copy
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -199,6 +200,9 @@ class SupervisedBudget:
     window: int = 20480  # samples per window (1.28 s, the paper's training window)
     lr: float = 1e-3
     seed: int = 0
+    # Also score the test list every this many steps (0: only at the end), to see where the
+    # test accuracy stops rising; the row itself is the accuracy after ``steps``.
+    eval_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "window"):
@@ -206,6 +210,8 @@ class SupervisedBudget:
                 raise CPCSpeechError(
                     f"supervised {name}: expected >= 1, found {getattr(self, name)}"
                 )
+        if self.eval_every < 0:
+            raise CPCSpeechError(f"supervised eval_every: expected >= 0, found {self.eval_every}")
         if not 0 < self.lr < math.inf:
             raise CPCSpeechError(f"supervised lr: expected a finite value > 0, found {self.lr}")
 
@@ -239,8 +245,12 @@ def train_supervised(
     budget: SupervisedBudget,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    on_eval: Callable[[int, CPCModel, nn.Linear], None] | None = None,
 ) -> tuple[CPCModel, nn.Linear]:
     """Train a fresh CPCModel + linear head on per-frame labels (phones or the speaker).
+
+    With ``budget.eval_every``, ``on_eval(step, cpc, head)`` is called every that many steps
+    before the last, with the model in eval mode (training resumes afterwards).
 
     Each step draws ``batch_size`` utterances at random and one window inside each, starting on a
     10 ms frame boundary so window frame t pairs with utterance label start/160 + t (the rule of
@@ -271,7 +281,7 @@ def train_supervised(
     model.train()
     with progress_bar(progress) as bar:
         task_id = bar.add_task(f"supervised {task}", total=budget.steps)
-        for _ in range(budget.steps):
+        for step in range(1, budget.steps + 1):
             wavs, targets = [], []
             for i in rng.choice(usable, size=budget.batch_size):
                 utt, num_samples = utterances[i], lengths[i]
@@ -294,6 +304,11 @@ def train_supervised(
             loss.backward()
             optimizer.step()
             bar.advance(task_id)
+            if on_eval and budget.eval_every and step % budget.eval_every == 0:
+                if step < budget.steps:
+                    model.eval()
+                    on_eval(step, model.cpc, model.head)
+                    model.train()
     model.eval()
     return model.cpc, model.head
 
@@ -494,11 +509,38 @@ def run_probe(
         progress=progress,
     )
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         name = Path(str(model_spec).rstrip("/\\")).name or "model"
-        result.details["output"] = str(out / f"probe-{task}-{name}.json")
-        write_text_atomic(result.details["output"], json.dumps(result.to_dict(), indent=2) + "\n")
+        _write_result(result, Path(out_dir) / f"probe-{task}-{name}.json")
+    return result
+
+
+def _write_result(result: ProbeResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.details["output"] = str(path)
+    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def run_supervised_task(
+    task: str,
+    data: str | os.PathLike,
+    labels: str | os.PathLike | None,
+    budget: SupervisedBudget,
+    train_list: str | os.PathLike | None = None,
+    test_list: str | os.PathLike | None = None,
+    label_format: str | None = None,
+    phones: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    out_dir: str | os.PathLike | None = None,
+) -> ProbeResult:
+    """The supervised baseline of one task alone (the table's Supervised cell), with its test
+    curve when ``budget.eval_every`` is set; written to ``out_dir/probe-TASK-supervised.json``."""
+    _check_task(task, "frame")
+    _check_options("c", 0, 1, device, out_dir)
+    probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
+    result = run_supervised(task, probe_data, budget, device, progress)
+    if out_dir is not None:
+        _write_result(result, Path(out_dir) / f"probe-{task}-supervised.json")
     return result
 
 
@@ -514,24 +556,35 @@ def run_supervised(
         raise AlignmentError("supervised phone baseline: expected phone labels, found none")
     started = time.perf_counter()
     num_classes = data.alignment.num_classes if task == "phone" else len(data.speaker_index)
+    curve: list[list[float]] = []  # [step, test accuracy]
+
+    def score(step: int, cpc: CPCModel, head: nn.Linear) -> float:
+        source = cpc_source(cpc, f"supervised-{task}", "c")
+        test_x, test_y = _task_targets(
+            task, _frames(source, "test", data, None, progress), data, "frame"
+        )
+        head_cpu = copy.deepcopy(head).cpu().eval()
+        curve.append([step, accuracy(head_cpu, test_x, test_y)])
+        return len(test_y)
+
     cpc, head = train_supervised(
-        task, data.train, data.alignment, num_classes, data.speaker_index, budget, device, progress
-    )
-    source = cpc_source(cpc, f"supervised-{task}", "c")
-    test_x, test_y = _task_targets(
-        task, _frames(source, "test", data, None, progress), data, "frame"
-    )
-    head_cpu = head.cpu().eval()
+        task, data.train, data.alignment, num_classes, data.speaker_index, budget, device,
+        progress, on_eval=score,
+    )  # fmt: skip
+    n_test = score(budget.steps, cpc, head)
+    details = {"budget": budget.describe(), "n_train_frames": "frames seen in training"}
+    if budget.eval_every:
+        details["curve"] = curve
     return ProbeResult(
         task=task,
         method="Supervised",
         model=f"supervised-{task}",
-        accuracy=accuracy(head_cpu, test_x, test_y),
+        accuracy=curve[-1][1],
         n_train_frames=budget.steps * budget.batch_size * cpc.num_frames(budget.window),
-        n_test_frames=len(test_y),
+        n_test_frames=n_test,
         n_classes=num_classes,
         seconds=time.perf_counter() - started,
-        details={"budget": budget.describe(), "n_train_frames": "frames seen in training"},
+        details=details,
     )
 
 

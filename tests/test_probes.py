@@ -225,6 +225,35 @@ def test_cli_probe(corpus, tmp_path):
     assert bad.exit_code == 2 and "expected one of phone, speaker" in bad.output
 
 
+def test_cli_supervised_alone_with_its_test_curve(corpus, tmp_path):
+    """probe TASK --supervised-steps N --supervised-eval-every M: the baseline of one task, scored
+    on the test list every M steps and at the end; the row is the last point of the curve."""
+    from typer.testing import CliRunner
+
+    from cpcspeech.cli import app
+
+    labels = str(corpus / "converted_aligned_phones.txt")
+    out = tmp_path / "sup"
+    result = CliRunner().invoke(
+        app, ["probe", "phone", "--data", str(corpus), "--labels", labels, "--quiet",
+              "--supervised-steps", "5", "--supervised-eval-every", "2", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "probe-phone-supervised.json").read_text())
+    assert saved["method"] == "Supervised" and "5 Adam steps" in saved["details"]["budget"]
+    curve = saved["details"]["curve"]
+    assert [step for step, _ in curve] == [2, 4, 5]
+    assert curve[-1][1] == saved["accuracy"] and all(0 <= a <= 1 for _, a in curve)
+    assert [line for line in result.output.splitlines() if line.startswith("step ")] == [
+        f"step {s}: phone accuracy {100 * a:.1f}%" for s, a in curve
+    ]
+    bad = CliRunner().invoke(
+        app, ["probe", "phone", "--data", str(corpus), "--labels", labels, "--quiet",
+              "--supervised-steps", "5", "--supervised-eval-every", "-1"],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "expected >= 0, found -1" in bad.output
+
+
 # ----- the shared speechocean762 data -----
 
 
