@@ -384,6 +384,12 @@ def probe(
     table: bool = typer.Option(
         False, "--table", help="Run Table 1: random, mfcc (+ --model if a CPC model), both tasks."
     ),
+    baselines: bool = typer.Option(
+        True,
+        "--baselines/--no-baselines",
+        help="With --table: --no-baselines skips the random and mfcc rows (one extraction of "
+        "--model for both tasks).",
+    ),
     out: str | None = typer.Option(None, "--out", "-o", help="Folder for the JSON / table."),
     label_format: str | None = typer.Option(
         None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
@@ -429,7 +435,7 @@ def probe(
     if table:
         if labels is None:
             fail(ValueError("--table needs --labels (phone labels)"))
-        spec = None if model in ("mfcc", "random") else model
+        spec = None if baselines and model in ("mfcc", "random") else model
         budget = (
             run_guarded(SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every)
             if supervised_steps
@@ -437,6 +443,7 @@ def probe(
         )
         results, markdown = run_guarded(
             run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
+            baselines=baselines,
             **common,
         )  # fmt: skip
         typer.echo(markdown, nl=False)

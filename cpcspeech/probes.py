@@ -605,9 +605,11 @@ def run_table(
     supervised: SupervisedBudget | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    baselines: bool = True,
 ) -> tuple[list[ProbeResult], str]:
-    """All rows of Table 1 for both tasks: Random initialization, MFCC features, CPC (when
-    ``model_spec`` is given) and Supervised (when a budget is given).
+    """All rows of Table 1 for both tasks: Random initialization and MFCC features (unless
+    ``baselines`` is False), CPC (when ``model_spec`` is given) and Supervised (when a budget is
+    given).
 
     Features are extracted once per (source, split) and reused by both tasks. Writes
     ``out_dir/table.md`` and ``out_dir/table.json`` atomically.
@@ -618,7 +620,11 @@ def run_table(
     _check_task(TASKS[0], speaker_mode)
     _check_options(layer, hidden, epochs, device, out_dir)
     probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
-    specs = ["random", "mfcc"] + ([model_spec] if model_spec else [])
+    specs = (["random", "mfcc"] if baselines else []) + ([model_spec] if model_spec else [])
+    if not specs and supervised is None:
+        raise CPCSpeechError(
+            "probe table without baselines: expected --model or --supervised-steps, found neither"
+        )
     results: list[ProbeResult] = []
     for spec in specs:
         cache: FeatureCache = {}  # one source's features at a time bounds memory

@@ -192,6 +192,8 @@ def test_table_has_every_row_and_is_written(corpus, tmp_path):
     assert supervised.n_train_frames == 2 * 2 * 20  # steps x windows x frames per 3200 samples
     assert supervised.n_test_frames == results[0].n_test_frames and supervised.n_classes == 41
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(CPCSpeechError, match="expected --model or --supervised-steps"):
+        run_table(corpus, corpus / "converted_aligned_phones.txt", tmp_path / "o", baselines=False)
 
 
 def test_config_yaml_and_missing_lists(corpus, tmp_path):
@@ -223,6 +225,16 @@ def test_cli_probe(corpus, tmp_path):
     assert json.loads((out / "probe-phone-mfcc.json").read_text())["task"] == "phone"
     bad = CliRunner().invoke(app, ["probe", "vowel", "--data", str(corpus), "--model", "mfcc"])
     assert bad.exit_code == 2 and "expected one of phone, speaker" in bad.output
+    only = CliRunner().invoke(
+        app, ["probe", "--table", "--no-baselines", "--data", str(corpus), "--labels", labels,
+              "--model", "mfcc", "--epochs", "2", "--out", str(tmp_path / "only"), "--quiet"],
+    )  # fmt: skip
+    assert only.exit_code == 0, only.output
+    rows = json.loads((tmp_path / "only" / "table.json").read_text())["results"]
+    assert [(r["method"], r["task"]) for r in rows] == [
+        ("MFCC features", "phone"),
+        ("MFCC features", "speaker"),
+    ]
 
 
 def test_cli_supervised_alone_with_its_test_curve(corpus, tmp_path):

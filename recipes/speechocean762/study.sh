@@ -76,10 +76,8 @@ case "${1:-}" in
         "$DATA/utt2spk" "$DATA/${name}_split.txt" > "$lists/$name.txt"
     done
     last=$(ls -d "$OUT/$2"/checkpoints/step-* | sort | tail -1)
-    for task in phone speaker; do
-      OMP_NUM_THREADS=$THREADS $CPCSPEECH probe "$task" --data "$DATA" \
-        --labels "$DATA/converted_aligned_phones.txt" --model "$last" \
-        --train-list "$lists/train.txt" --test-list "$lists/test.txt" --out "$OUT/$2/probe"
-    done ;;
+    OMP_NUM_THREADS=$THREADS $CPCSPEECH probe --table --no-baselines --data "$DATA" \
+      --labels "$DATA/converted_aligned_phones.txt" --model "$last" \
+      --train-list "$lists/train.txt" --test-list "$lists/test.txt" --out "$OUT/$2/probe" ;;
   *) sed -n 2,9p "$0"; exit 2 ;;
 esac
