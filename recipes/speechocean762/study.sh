@@ -3,6 +3,7 @@
 # then gets the same quick phone and speaker probes. Usage, from the repository root:
 #   bash recipes/speechocean762/study.sh train VARIANT    # train (resumable: run it again)
 #   bash recipes/speechocean762/study.sh probe VARIANT    # quick probes of its last checkpoint
+#   bash recipes/speechocean762/study.sh probe shipped    # the same probes of the shipped weights
 #   bash recipes/speechocean762/study.sh list             # the variants
 # A variant may join others with +: c256-lstm+aug-past+k4.
 # Environment: BUDGET (CPU seconds of the training process, default 1200), THREADS (torch
@@ -75,7 +76,11 @@ case "${1:-}" in
       awk -v per="$per" 'NR == FNR {spk[$1] = $2; next} {n[spk[$1]]++} n[spk[$1]] <= per' \
         "$DATA/utt2spk" "$DATA/${name}_split.txt" > "$lists/$name.txt"
     done
-    last=$(ls -d "$OUT/$2"/checkpoints/step-* | sort | tail -1)
+    if [ "$2" = shipped ]; then  # the reference row: the shipped weights, probed the same way
+      last=default
+    else
+      last=$(ls -d "$OUT/$2"/checkpoints/step-* | sort | tail -1)
+    fi
     OMP_NUM_THREADS=$THREADS $CPCSPEECH probe --table --no-baselines --data "$DATA" \
       --labels "$DATA/converted_aligned_phones.txt" --model "$last" \
       --train-list "$lists/train.txt" --test-list "$lists/test.txt" --out "$OUT/$2/probe" ;;
