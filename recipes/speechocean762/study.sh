@@ -4,6 +4,7 @@
 #   bash recipes/speechocean762/study.sh train VARIANT    # train (resumable: run it again)
 #   bash recipes/speechocean762/study.sh probe VARIANT    # quick probes of its last checkpoint
 #   bash recipes/speechocean762/study.sh probe shipped    # the same probes of the shipped weights
+#   bash recipes/speechocean762/study.sh probe random     # ... and of a random-init paper model
 #   bash recipes/speechocean762/study.sh list             # the variants
 # A variant may join others with +: c256-lstm+aug-past+k4.
 # Environment: BUDGET (CPU seconds of the training process, default 1200), THREADS (torch
@@ -76,8 +77,10 @@ case "${1:-}" in
       awk -v per="$per" 'NR == FNR {spk[$1] = $2; next} {n[spk[$1]]++} n[spk[$1]] <= per' \
         "$DATA/utt2spk" "$DATA/${name}_split.txt" > "$lists/$name.txt"
     done
-    if [ "$2" = shipped ]; then  # the reference row: the shipped weights, probed the same way
-      last=default
+    if [ "$2" = shipped ]; then  # reference rows: the shipped weights and random init (the
+      last=default               # paper model, seeded), probed the same way
+    elif [ "$2" = random ]; then
+      last=random
     else
       last=$(ls -d "$OUT/$2"/checkpoints/step-* | sort | tail -1)
     fi
