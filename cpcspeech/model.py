@@ -119,13 +119,13 @@ class Encoder(nn.Module):
         return x.transpose(1, 2)  # (B, T, C)
 
     def _forward_channels_last(self, wav: Tensor) -> Tensor:
-        """The channel-norm encoder with activations kept channels-last, for speed.
+        """The channel-norm encoder through :meth:`forward_gemm`, with autograd, for speed.
 
-        Each Conv1d runs as a (1, kernel) conv2d on a channels_last (B, C, 1, T) tensor, so
-        oneDNN writes its output as (B, T, C) in memory; the norm and ReLU are then one fused
-        layer_norm over each frame's C contiguous values (:func:`channel_norm_relu`), with no
-        transposes between layers. The same maths as ChannelNorm on (B, C, T), and autograd runs
-        through it for training.
+        Each strided conv is one matrix product of the unfolded channels-last input with the
+        conv's weight as a matrix, and the norm + ReLU one fused layer_norm per frame. On our
+        2-core CPUs this beat oneDNN's convolutions for inference and, by about 2x, for the
+        training step's forward + backward (`benchmarks/train_speed.py`); the same maths as
+        ChannelNorm on (B, C, T), within 1e-5 in float32.
 
         Args:
             wav: (B, N) float samples.
@@ -133,38 +133,31 @@ class Encoder(nn.Module):
         Returns:
             z: (B, T, C), T = num_frames(N).
         """
-        batch = wav.shape[0]
-        x = wav.reshape(batch, 1, 1, -1)  # (B, 1, 1, N)
-        z = x
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = F.conv2d(
-                x.contiguous(memory_format=torch.channels_last),
-                conv.weight.unsqueeze(2),  # (C_out, C_in, 1, kernel)
-                conv.bias,
-                stride=(1, conv.stride[0]),
-                padding=(0, conv.padding[0]),
-            )  # (B, C, 1, T), stored as (B, 1, T, C)
-            channels = x.shape[1]
-            z = channel_norm_relu(x.permute(0, 2, 3, 1).reshape(batch, -1, channels), norm)
-            x = z.view(batch, 1, -1, channels).permute(0, 3, 1, 2)  # (B, C, 1, T) channels_last
-        return z  # (B, T, C)
+        return self.forward_gemm(wav, self.gemm_weights(wav.dtype, detach=False))
 
-    def gemm_weights(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+    def gemm_weights(self, dtype: torch.dtype, detach: bool = True) -> list[tuple[Tensor, Tensor]]:
         """Each conv's weight as a (kernel * C_in, C_out) matrix in ``dtype``, and its bias.
 
         Row ``j * C_in + i`` of the matrix is tap j of input channel i, the order in which
-        :meth:`forward_gemm` lays out its unfolded input.
+        :meth:`forward_gemm` lays out its unfolded input. ``detach=False`` keeps them in the
+        autograd graph (training).
         """
-        return [
-            (
-                conv.weight.detach().permute(2, 1, 0).reshape(-1, conv.out_channels).to(dtype),
-                conv.bias.detach().to(dtype),
+        pairs = []
+        for conv in self.convs:
+            weight, bias = (
+                (conv.weight.detach(), conv.bias.detach())
+                if detach
+                else (
+                    conv.weight,
+                    conv.bias,
+                )
             )
-            for conv in self.convs
-        ]
+            matrix = weight.permute(2, 1, 0).reshape(-1, conv.out_channels)
+            pairs.append((matrix.to(dtype), bias.to(dtype)))
+        return pairs
 
     def forward_gemm(self, wav: Tensor, weights: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """Inference-only encoder: the same maths as :meth:`forward`, each conv one GEMM.
+        """The encoder with each conv one GEMM: the same maths as the conv stack.
 
         Activations stay channels-last, so a strided conv is one matrix product of the unfolded
         input (T, kernel * C_in) with the (kernel * C_in, C_out) weight. In bf16 this runs near
