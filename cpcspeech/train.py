@@ -660,6 +660,28 @@ def _announce(say, out_dir: Path, stats, cfg: Config, valid_batches, procs: _Pro
         say(f"augment: side {cfg.augment.side}, {cfg.data.num_workers} loader worker(s)")
     if cfg.train.budget_seconds > 0:
         say(f"budget: {cfg.train.budget_seconds:.0f} {cfg.train.budget_clock} seconds")
+    if procs.device.type == "cpu" and cfg.train.precision == "bf16" and cpu_lacks_bf16():
+        say(
+            "[yellow]warning: train.precision is bf16, but this CPU lists neither avx512_bf16 "
+            "nor amx_bf16 in /proc/cpuinfo, so bf16 is emulated (about 9x slower than fp32 on "
+            "our 2-core machines); set train.precision=fp32[/]"
+        )
+
+
+def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
+    """True when /proc/cpuinfo (or ``cpuinfo``) lists CPU flags without a bf16 instruction set
+    (avx512_bf16 or amx_bf16). False where that cannot be read (not Linux): no false alarms."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return bool(flags) and not flags & {"avx512_bf16", "amx_bf16"}
 
 
 def _progress_bar(console: Console, cfg: Config, step: int):

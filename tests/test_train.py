@@ -19,6 +19,7 @@ from cpcspeech.errors import CPCSpeechError
 from cpcspeech.model import CPCModel
 from cpcspeech.train import (
     TrainingError,
+    cpu_lacks_bf16,
     list_checkpoints,
     load_trainer_state,
     make_objective,
@@ -340,3 +341,11 @@ def test_init_from_relative_to_the_yaml_file(tmp_path):
     assert cfg.train.init_from == str((tmp_path / "weights" / "model").resolve())
     named = load_config(conf, ["train.init_from=default", f"data.root={tmp_path}"])
     assert named.train.init_from == "default"
+
+
+def test_cpu_lacks_bf16_reads_the_flags():
+    """The bf16 warning's test: emulated bf16 on CPUs without bf16 instructions is ~9x slower."""
+    assert cpu_lacks_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+    assert not cpu_lacks_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
+    assert not cpu_lacks_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not cpu_lacks_bf16("Processor\t: ARMv8\n")  # no flags line: unknown, no warning
