@@ -663,8 +663,8 @@ def _announce(say, out_dir: Path, stats, cfg: Config, valid_batches, procs: _Pro
     if procs.device.type == "cpu" and cfg.train.precision == "bf16" and cpu_lacks_bf16():
         say(
             "[yellow]warning: train.precision is bf16, but this CPU lists neither avx512_bf16 "
-            "nor amx_bf16 in /proc/cpuinfo, so bf16 is emulated (about 9x slower than fp32 on "
-            "our 2-core machines); set train.precision=fp32[/]"
+            "nor amx_bf16 in /proc/cpuinfo, so bf16 is emulated (a training step took 9x "
+            "fp32's time on one such CPU); set train.precision=fp32[/]"
         )
 
 
