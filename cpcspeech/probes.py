@@ -245,7 +245,7 @@ def train_supervised(
     budget: SupervisedBudget,
     device: str | torch.device = "cpu",
     progress: bool = True,
-    on_eval: Callable[[int, CPCModel, nn.Linear], None] | None = None,
+    on_eval: Callable[[int, CPCModel, nn.Linear], object] | None = None,
 ) -> tuple[CPCModel, nn.Linear]:
     """Train a fresh CPCModel + linear head on per-frame labels (phones or the speaker).
 
@@ -558,7 +558,8 @@ def run_supervised(
     num_classes = data.alignment.num_classes if task == "phone" else len(data.speaker_index)
     curve: list[list[float]] = []  # [step, test accuracy]
 
-    def score(step: int, cpc: CPCModel, head: nn.Linear) -> float:
+    def score(step: int, cpc: CPCModel, head: nn.Linear) -> int:
+        """Append (step, test accuracy) to the curve; return the number of test frames."""
         source = cpc_source(cpc, f"supervised-{task}", "c")
         test_x, test_y = _task_targets(
             task, _frames(source, "test", data, None, progress), data, "frame"
