@@ -144,14 +144,9 @@ class Encoder(nn.Module):
         """
         pairs = []
         for conv in self.convs:
-            weight, bias = (
-                (conv.weight.detach(), conv.bias.detach())
-                if detach
-                else (
-                    conv.weight,
-                    conv.bias,
-                )
-            )
+            weight, bias = conv.weight, conv.bias
+            if detach:
+                weight, bias = weight.detach(), bias.detach()
             matrix = weight.permute(2, 1, 0).reshape(-1, conv.out_channels)
             pairs.append((matrix.to(dtype), bias.to(dtype)))
         return pairs

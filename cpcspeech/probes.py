@@ -304,11 +304,11 @@ def train_supervised(
             loss.backward()
             optimizer.step()
             bar.advance(task_id)
-            if on_eval and budget.eval_every and step % budget.eval_every == 0:
-                if step < budget.steps:
-                    model.eval()
-                    on_eval(step, model.cpc, model.head)
-                    model.train()
+            every = budget.eval_every
+            if on_eval and every and step % every == 0 and step < budget.steps:
+                model.eval()
+                on_eval(step, model.cpc, model.head)
+                model.train()
     model.eval()
     return model.cpc, model.head
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -632,7 +632,7 @@ def _init_from_model(cfg: Config, model: CPCModel, say) -> None:
     from cpcspeech.pretrained import load_model
 
     trained, source = load_model(cfg.train.init_from)
-    wanted, found = (json.loads(json.dumps(asdict(c))) for c in (cfg.model, trained.config))
+    wanted, found = config_to_dict(cfg.model), config_to_dict(trained.config)
     diff = [k for k in wanted if wanted[k] != found.get(k)]
     if diff:
         detail = ", ".join(
