@@ -420,6 +420,12 @@ def probe(
     supervised_eval_every: int = typer.Option(
         0, "--supervised-eval-every", help="Also score the supervised model every N steps."
     ),
+    supervised_norm: str = typer.Option(
+        "none",
+        "--supervised-norm",
+        help="Encoder norm of the supervised model: none (the paper's) or channel (the shipped "
+        "weights' shape).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
     device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -437,7 +443,12 @@ def probe(
             fail(ValueError("--table needs --labels (phone labels)"))
         spec = None if baselines and model in ("mfcc", "random") else model
         budget = (
-            run_guarded(SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every)
+            run_guarded(
+                SupervisedBudget,
+                steps=supervised_steps,
+                eval_every=supervised_eval_every,
+                norm=supervised_norm,
+            )  # fmt: skip
             if supervised_steps
             else None
         )
@@ -453,15 +464,15 @@ def probe(
         fail(ValueError("give a task (phone or speaker) or --table"))
     if supervised_steps:
         budget = run_guarded(
-            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every
-        )
+            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every,
+            norm=supervised_norm,
+        )  # fmt: skip
         result = run_guarded(
             run_supervised_task, task, data, labels, budget, out_dir=out,
+            on_point=lambda step, acc: typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%"),
             **{k: common[k] for k in ("train_list", "test_list", "label_format", "phones",
                                       "device", "progress")},
         )  # fmt: skip
-        for step, acc in result.details.get("curve", []):
-            typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%")
     else:
         result = run_guarded(run_probe, task, data, labels, model, out_dir=out, **common)
     typer.echo(

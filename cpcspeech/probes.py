@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from cpcspeech.alignments import Alignment, detect_format, label_frames, read_alignment
 from cpcspeech.audio import audio_info, load_audio
-from cpcspeech.config import load_config
+from cpcspeech.config import NORMS, ModelConfig, load_config
 from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.extract import resolve_device
@@ -203,6 +203,9 @@ class SupervisedBudget:
     # Also score the test list every this many steps (0: only at the end), to see where the
     # test accuracy stops rising; the row itself is the accuracy after ``steps``.
     eval_every: int = 0
+    # The encoder's normalisation (ModelConfig.norm): "none" is the paper's model, "channel" the
+    # shipped weights' shape, so the ceiling can also be read against the model users run.
+    norm: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "window"):
@@ -214,20 +217,24 @@ class SupervisedBudget:
             raise CPCSpeechError(f"supervised eval_every: expected >= 0, found {self.eval_every}")
         if not 0 < self.lr < math.inf:
             raise CPCSpeechError(f"supervised lr: expected a finite value > 0, found {self.lr}")
+        if self.norm not in NORMS:
+            raise CPCSpeechError(
+                f"supervised norm: expected one of {', '.join(NORMS)}, found {self.norm!r}"
+            )
 
     def describe(self) -> str:
         return (
             f"{self.steps} Adam steps x {self.batch_size} windows of {self.window} samples, "
-            f"lr {self.lr}, seed {self.seed}"
+            f"lr {self.lr}, seed {self.seed}, encoder norm {self.norm}"
         )
 
 
 class _Supervised(nn.Module):
-    def __init__(self, num_classes: int, seed: int) -> None:
+    def __init__(self, num_classes: int, seed: int, norm: str = "none") -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.cpc = CPCModel()
+            self.cpc = CPCModel(ModelConfig(norm=norm))
             self.head = nn.Linear(self.cpc.c_dim, num_classes)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -274,7 +281,7 @@ def train_supervised(
             f"supervised baseline: expected utterances of at least {budget.window} samples, "
             "found none"
         )
-    model = _Supervised(num_classes, budget.seed).to(device)
+    model = _Supervised(num_classes, budget.seed, budget.norm).to(device)
     frames_per_window = model.cpc.num_frames(budget.window)
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     rng = np.random.default_rng(budget.seed)
@@ -532,13 +539,17 @@ def run_supervised_task(
     device: str | torch.device = "cpu",
     progress: bool = True,
     out_dir: str | os.PathLike | None = None,
+    on_point: Callable[[int, float], object] | None = None,
 ) -> ProbeResult:
     """The supervised baseline of one task alone (the table's Supervised cell), with its test
-    curve when ``budget.eval_every`` is set; written to ``out_dir/probe-TASK-supervised.json``."""
+    curve when ``budget.eval_every`` is set; written to ``out_dir/probe-TASK-supervised.json``.
+
+    ``on_point(step, test accuracy)`` is called as each point of the curve is measured, so a
+    long run shows its curve while it trains."""
     _check_task(task, "frame")
     _check_options("c", 0, 1, device, out_dir)
     probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
-    result = run_supervised(task, probe_data, budget, device, progress)
+    result = run_supervised(task, probe_data, budget, device, progress, on_point)
     if out_dir is not None:
         _write_result(result, Path(out_dir) / f"probe-{task}-supervised.json")
     return result
@@ -550,8 +561,10 @@ def run_supervised(
     budget: SupervisedBudget,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    on_point: Callable[[int, float], object] | None = None,
 ) -> ProbeResult:
-    """Train the supervised baseline on the train list and score its own head on the test list."""
+    """Train the supervised baseline on the train list and score its own head on the test list
+    (``on_point(step, accuracy)`` hears each point of the test curve as it is measured)."""
     if task == "phone" and data.alignment is None:
         raise AlignmentError("supervised phone baseline: expected phone labels, found none")
     started = time.perf_counter()
@@ -566,6 +579,8 @@ def run_supervised(
         )
         head_cpu = copy.deepcopy(head).cpu().eval()
         curve.append([step, accuracy(head_cpu, test_x, test_y)])
+        if on_point is not None:
+            on_point(*curve[-1])
         return len(test_y)
 
     cpc, head = train_supervised(

@@ -239,7 +239,8 @@ def test_cli_probe(corpus, tmp_path):
 
 def test_cli_supervised_alone_with_its_test_curve(corpus, tmp_path):
     """probe TASK --supervised-steps N --supervised-eval-every M: the baseline of one task, scored
-    on the test list every M steps and at the end; the row is the last point of the curve."""
+    on the test list every M steps and at the end; the row is the last point of the curve.
+    --supervised-norm channel trains the shipped weights' shape instead of the paper's."""
     from typer.testing import CliRunner
 
     from cpcspeech.cli import app
@@ -248,11 +249,13 @@ def test_cli_supervised_alone_with_its_test_curve(corpus, tmp_path):
     out = tmp_path / "sup"
     result = CliRunner().invoke(
         app, ["probe", "phone", "--data", str(corpus), "--labels", labels, "--quiet",
-              "--supervised-steps", "5", "--supervised-eval-every", "2", "--out", str(out)],
+              "--supervised-steps", "5", "--supervised-eval-every", "2", "--out", str(out),
+              "--supervised-norm", "channel"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "probe-phone-supervised.json").read_text())
     assert saved["method"] == "Supervised" and "5 Adam steps" in saved["details"]["budget"]
+    assert saved["details"]["budget"].endswith("encoder norm channel")
     curve = saved["details"]["curve"]
     assert [step for step, _ in curve] == [2, 4, 5]
     assert curve[-1][1] == saved["accuracy"] and all(0 <= a <= 1 for _, a in curve)
@@ -264,6 +267,12 @@ def test_cli_supervised_alone_with_its_test_curve(corpus, tmp_path):
               "--supervised-steps", "5", "--supervised-eval-every", "-1"],
     )  # fmt: skip
     assert bad.exit_code != 0 and "expected >= 0, found -1" in bad.output
+    bad = CliRunner().invoke(
+        app, ["probe", "phone", "--data", str(corpus), "--labels", labels, "--quiet",
+              "--supervised-steps", "5", "--supervised-norm", "group"],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "supervised norm: expected one of none, channel" in bad.output
+    assert "found 'group'" in bad.output
 
 
 # ----- the shared speechocean762 data -----
