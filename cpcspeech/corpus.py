@@ -62,6 +62,14 @@ def read_utt_list(path: str | os.PathLike) -> list[str]:
 
 
 def _from_kaldi_dir(root: Path) -> list[Utterance]:
+    if (root / "segments").is_file():
+        # wav.scp then names recordings, not utterances; reading it as utterances would use
+        # whole recordings under the wrong ids. Only extract cuts by segments.
+        raise CorpusError(
+            f"{root}: expected a data directory without a segments file, found "
+            f"{root / 'segments'}; training, probes and ABX read whole files, so cut the "
+            "recordings into one file per utterance first (cpcspeech extract does cut by segments)"
+        )
     wav_scp = read_kaldi_table(root / "wav.scp")
     utt2spk = read_kaldi_table(root / "utt2spk")
     missing = sorted(set(wav_scp) - set(utt2spk))

@@ -70,6 +70,15 @@ def test_kaldi_dir_errors(tmp_path, wav_scp, utt2spk, match):
         find_utterances(tmp_path)
 
 
+def test_kaldi_dir_with_segments_is_refused_where_whole_files_are_read(tmp_path):
+    # With a segments file wav.scp names recordings: reading them as utterances would be wrong.
+    (tmp_path / "wav.scp").write_text("rec1 a.flac\n")
+    (tmp_path / "utt2spk").write_text("u1 s\n")
+    (tmp_path / "segments").write_text("u1 rec1 0.0 1.5\n")
+    with pytest.raises(CorpusError, match="without a segments file, found .*segments"):
+        find_utterances(tmp_path)
+
+
 def test_missing_and_empty_inputs_error(tmp_path):
     with pytest.raises(CorpusError, match="no directory"):
         find_utterances(tmp_path / "nope")
