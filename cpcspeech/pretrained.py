@@ -43,7 +43,10 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     "cpc-speechocean762": ShippedModel(
         folder="cpc-speechocean762",
-        description="CPC (paper architecture, channel norm) trained on speechocean762 train_split",
+        description=(
+            "CPC (paper architecture, channel norm) trained on speechocean762 "
+            "train_split + extra_train"
+        ),
         # No Hub repo has been created for these weights yet; the shipped copy is the only source.
         hub_repo_id=None,
         hub_revision=None,
