@@ -438,20 +438,20 @@ def probe(
         layer=layer, hidden=hidden, epochs=epochs, speaker_mode=speaker_mode, seed=seed,
         device=device, progress=not quiet and sys.stderr.isatty(),
     )  # fmt: skip
+
+    def supervised_budget() -> SupervisedBudget | None:
+        if not supervised_steps:
+            return None
+        return run_guarded(
+            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every,
+            norm=supervised_norm,
+        )  # fmt: skip
+
     if table:
         if labels is None:
             fail(ValueError("--table needs --labels (phone labels)"))
         spec = None if baselines and model in ("mfcc", "random") else model
-        budget = (
-            run_guarded(
-                SupervisedBudget,
-                steps=supervised_steps,
-                eval_every=supervised_eval_every,
-                norm=supervised_norm,
-            )  # fmt: skip
-            if supervised_steps
-            else None
-        )
+        budget = supervised_budget()
         results, markdown = run_guarded(
             run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
             baselines=baselines,
@@ -462,11 +462,8 @@ def probe(
         return
     if task is None:
         fail(ValueError("give a task (phone or speaker) or --table"))
-    if supervised_steps:
-        budget = run_guarded(
-            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every,
-            norm=supervised_norm,
-        )  # fmt: skip
+    budget = supervised_budget()
+    if budget is not None:
         result = run_guarded(
             run_supervised_task, task, data, labels, budget, out_dir=out,
             on_point=lambda step, acc: typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%"),
