@@ -7,7 +7,7 @@ entry point's name.
 """
 
 # torch.hub checks that these modules can be imported before it imports this file. They are the
-# modules `import cpcspeech.model` needs, named as Python imports them (not as pip names them).
+# modules `import cpcspeech.model.cpc` needs, named as Python imports them (not as pip names them).
 dependencies = ["torch", "numpy", "soundfile", "soxr", "yaml", "safetensors", "huggingface_hub"]
 
 
@@ -23,6 +23,6 @@ def cpc(name: str = "default", revision: str | None = None, map_location: str = 
         CPCModel: ``model(wav)`` maps wav (B, N) at 16 kHz to z (B, T, 512) and c (B, T, 256);
         ``model.extract(wav)`` maps wav (N,) to c (T, 256), T = (N + 1) // 160.
     """
-    from cpcspeech.model import CPCModel
+    from cpcspeech.model.cpc import CPCModel
 
     return CPCModel.from_pretrained(name, revision=revision, map_location=map_location).eval()

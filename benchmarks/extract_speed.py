@@ -28,7 +28,7 @@ import torch.nn.functional as F
 # Runnable from a clone without installing the package (python benchmarks/extract_speed.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cpcspeech.config import ModelConfig  # noqa: E402
-from cpcspeech.model import CPCModel  # noqa: E402
+from cpcspeech.model.cpc import CPCModel  # noqa: E402
 
 ASSUMED_GFLOP_PER_SECOND = 5.0  # the model's cost per audio second used for the matmul limit
 CASES = [(10.0, 5), (600.0, 3), (3600.0, 1)]  # (audio seconds, timed repeats)

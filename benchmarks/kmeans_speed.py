@@ -17,9 +17,9 @@ import torch
 
 # Runnable from a clone without installing the package (python benchmarks/kmeans_speed.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cpcspeech.corpus import find_utterances  # noqa: E402
-from cpcspeech.features import extract_frames, load_feature_source  # noqa: E402
-from cpcspeech.units import kmeans_sklearn, kmeans_torch, nearest  # noqa: E402
+from cpcspeech.eval.features import extract_frames, load_feature_source  # noqa: E402
+from cpcspeech.eval.units import kmeans_sklearn, kmeans_torch, nearest  # noqa: E402
+from cpcspeech.io.corpus import find_utterances  # noqa: E402
 
 
 def main() -> None:

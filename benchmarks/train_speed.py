@@ -23,8 +23,8 @@ if importlib.util.find_spec("cpcspeech") is None:  # a checkout without `pip ins
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cpcspeech.config import LossConfig, ModelConfig  # noqa: E402
-from cpcspeech.loss import InfoNCE  # noqa: E402
-from cpcspeech.model import CPCModel  # noqa: E402
+from cpcspeech.model.cpc import CPCModel  # noqa: E402
+from cpcspeech.train.loss import InfoNCE  # noqa: E402
 
 ASSUMED_GFLOP_PER_AUDIO_SECOND = 16.0  # training (forward + backward) per second of audio
 
@@ -203,11 +203,11 @@ def augment_benchmark(args: argparse.Namespace) -> None:
     import numpy as np
     import soundfile as sf
 
-    from cpcspeech.augment import window_rng
     from cpcspeech.config import AugmentConfig, Config, DataConfig, OptimConfig
-    from cpcspeech.corpus import find_utterances
-    from cpcspeech.data import WindowCorpus, WindowSampler, make_augmenter, make_loader
-    from cpcspeech.train import make_objective, make_optimizer
+    from cpcspeech.io.corpus import find_utterances
+    from cpcspeech.train.augment import window_rng
+    from cpcspeech.train.loop import make_objective, make_optimizer
+    from cpcspeech.train.windows import WindowCorpus, WindowSampler, make_augmenter, make_loader
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +263,7 @@ def augment_benchmark(args: argparse.Namespace) -> None:
 
 
 def corpus_window_spec(corpus):
-    from cpcspeech.data import WindowSpec
+    from cpcspeech.train.windows import WindowSpec
 
     return WindowSpec(0, 0, corpus.window, 0, 0)
 

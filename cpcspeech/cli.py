@@ -118,7 +118,7 @@ def extract(
     an utterance of N samples gives (N+1)//160 frames.
     """
     from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
-    from cpcspeech.shards import parse_shard
+    from cpcspeech.io.shards import parse_shard
 
     picked = run_guarded(parse_shard, shard) if shard is not None else None
     cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
@@ -170,7 +170,7 @@ def merge_index(
 
     Read it with cpcspeech.shards.MergedFeatures(OUT).features(i).
     """
-    from cpcspeech.shards import merge_indexes
+    from cpcspeech.io.shards import merge_indexes
 
     count = run_guarded(merge_indexes, shards, out)
     typer.echo(f"wrote {out}: {count} files from {len(shards)} shard(s)")
@@ -202,8 +202,8 @@ def tsne(
     ),
 ) -> None:
     """Paper Figure 2: t-SNE of per-utterance mean c_t, coloured by speaker."""
-    from cpcspeech.corpus import find_utterances
-    from cpcspeech.plots import load_tsne_model, speaker_tsne
+    from cpcspeech.eval.plots import load_tsne_model, speaker_tsne
+    from cpcspeech.io.corpus import find_utterances
 
     utterances = run_guarded(find_utterances, data, utt_list)
     cpc_model, weights = run_guarded(load_tsne_model, model, seed)
@@ -233,7 +233,7 @@ def plot_steps(
     out: str = typer.Option(..., "--out", "-o", help="Output figure, a .png path."),
 ) -> None:
     """Paper Figure 3: InfoNCE prediction accuracy against the step k."""
-    from cpcspeech.plots import plot_prediction_steps
+    from cpcspeech.eval.plots import plot_prediction_steps
 
     accuracy = run_guarded(plot_prediction_steps, source, out)
     values = " ".join(f"{a:.3f}" for a in accuracy)
@@ -252,7 +252,7 @@ def train_command(
 ) -> None:
     """Train CPC (paper section 3.1). Under torchrun, one process per GPU (DDP)."""
     from cpcspeech.config import load_config
-    from cpcspeech.train import train
+    from cpcspeech.train.loop import train
 
     cfg = run_guarded(load_config, conf, overrides or [])
     result = run_guarded(train, cfg, resume=resume, console=console)
@@ -280,7 +280,7 @@ def download_command(
 
     Prints the local folder. Later loads of REPO then work offline (HF_HUB_OFFLINE=1).
     """
-    from cpcspeech.pretrained import download_model
+    from cpcspeech.weights.resolve import download_model
 
     source = run_guarded(download_model, repo, revision)
     console.print(f"cached: {source.describe()}", highlight=False, markup=False)
@@ -296,7 +296,7 @@ def export_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
 ) -> None:
     """Write a model directory (config.json, model.safetensors, README.md) from a checkpoint."""
-    from cpcspeech.export import export_model
+    from cpcspeech.weights.export import export_model
 
     result = run_guarded(export_model, checkpoint, out_dir, overwrite=overwrite)
     typer.echo(
@@ -322,7 +322,7 @@ def convert_command(
 
     Reads tensors only (torch.load weights_only=True) and maps every tensor by name, strictly.
     """
-    from cpcspeech.convert import convert
+    from cpcspeech.weights.convert import convert
 
     result = run_guarded(convert, source, out_dir, checkpoint=checkpoint, overwrite=overwrite)
     ckpt = result.checkpoint
@@ -341,8 +341,8 @@ def models_command() -> None:
     Published checkpoints are downloaded (once, resumable, sha256-checked) and converted on
     first use into $CPCSPEECH_CACHE, $HF_HOME/cpcspeech or ~/.cache/cpcspeech.
     """
-    from cpcspeech.pretrained import list_models
-    from cpcspeech.published import cache_root
+    from cpcspeech.weights.published import cache_root
+    from cpcspeech.weights.resolve import list_models
 
     for entry in run_guarded(list_models):
         typer.echo(f"{entry.name:<34} {entry.kind:<10} {entry.state:<13} {entry.description}")
@@ -359,7 +359,7 @@ def push_command(
     message: str | None = typer.Option(None, "--message", help="Commit message."),
 ) -> None:
     """Upload an exported model directory to the Hugging Face Hub (maintainers; needs a token)."""
-    from cpcspeech.export import push_model
+    from cpcspeech.weights.export import push_model
 
     url = run_guarded(
         push_model, out_dir, repo, revision=revision, private=private, commit_message=message
@@ -431,7 +431,7 @@ def probe(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
-    from cpcspeech.probes import SupervisedBudget, run_probe, run_supervised_task, run_table
+    from cpcspeech.eval.probes import SupervisedBudget, run_probe, run_supervised_task, run_table
 
     common = dict(
         train_list=train_list, test_list=test_list, label_format=label_format, phones=phones,
@@ -510,7 +510,7 @@ def abx(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
-    from cpcspeech.abx import run_abx
+    from cpcspeech.eval.abx import run_abx
 
     specs = ["random", "mfcc"] + ([] if model in ("random", "mfcc") else [model])
     results, markdown = run_guarded(
@@ -560,7 +560,7 @@ def units_fit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fit a k-means codebook on a corpus's frame features."""
-    from cpcspeech.units import fit_units
+    from cpcspeech.eval.units import fit_units
 
     r = run_guarded(
         fit_units, data, model, k, out, layer=layer, utt_list=utt_list, standardize=standardize,
@@ -605,7 +605,7 @@ def units_apply(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Turn audio into unit sequences with a codebook (ZeroSpeech / GSLM text, or .npy)."""
-    from cpcspeech.units import apply_units
+    from cpcspeech.eval.units import apply_units
 
     r = run_guarded(
         apply_units, codebook, inputs, out, model_spec=model, collapse=collapse, device=device,

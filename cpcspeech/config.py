@@ -18,6 +18,7 @@ import yaml
 
 from cpcspeech.errors import ConfigError
 from cpcspeech.files import write_text_atomic
+from cpcspeech.runtime import one_line
 
 MISSING_PATH = "???"
 """Placeholder for a required path in a recipe; loading fails until it is set."""
@@ -483,7 +484,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(
-                f"--set {item!r}: the value is not valid YAML ({_first_line(err)})"
+                f"--set {item!r}: the value is not valid YAML ({one_line(err)})"
             ) from None
         out.setdefault(section, {})[key] = value
     return out
@@ -494,10 +495,6 @@ def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f"{type(value).__name__} {text}"
-
-
-def _first_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -511,7 +508,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or _first_line(err)
+        problem = getattr(err, "problem", None) or one_line(err)
         raise ConfigError(
             f"{where}: expected valid YAML, found a syntax error ({problem})"
         ) from None

@@ -7,13 +7,10 @@ is a Kaldi archive and its index (see kaldi.py, which also reads piped wav.scp e
 """
 
 import contextlib
-import ctypes
-import ctypes.util
 import io
 import os
 import queue
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpcspeech import kaldi
-from cpcspeech.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
-from cpcspeech.batched import extract_batch, plan_batches
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import check_writable_folder, temp_sibling
-from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import load_model
-from cpcspeech.shards import POSITION_COLUMN, Shard, assign_shards, shard_output
+from cpcspeech.io import kaldi
+from cpcspeech.io.audio import AUDIO_EXTENSIONS, AudioInfo, audio_info, load_audio
+from cpcspeech.io.shards import POSITION_COLUMN, Shard, assign_shards, shard_output
+from cpcspeech.model.batched import extract_batch, plan_batches
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.runtime import resolve_device, trim_heap
+from cpcspeech.weights.resolve import load_model
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
 
@@ -267,26 +265,6 @@ def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[C
     return model.eval(), description
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available, else cpu; "cpu"/"cuda"/"cuda:N" are checked.
-
-    Under torchrun (LOCAL_RANK set), "auto" picks that process's GPU, cuda:LOCAL_RANK.
-    """
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise CPCSpeechError(f"device: expected auto, cpu or cuda, found {name!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CPCSpeechError(f"device {name!r}: expected an available CUDA GPU, found none")
-    if device.type not in ("cpu", "cuda"):
-        raise CPCSpeechError(f"device: expected auto, cpu or cuda, found {name!r}")
-    return device
-
-
 # ----- reading ahead -----
 
 READ_AHEAD = 2
@@ -414,7 +392,7 @@ def _compute_features(
     """Yield (wav or error or None, features (T, D) or None) for each decoded file, in order.
 
     With ``batch_seconds`` 0, one file at a time; otherwise windows of consecutive files are
-    grouped into padded batches (:mod:`cpcspeech.batched`).
+    grouped into padded batches (:mod:`cpcspeech.model.batched`).
     """
     if batch_seconds <= 0:
         for wav in decoded:
@@ -621,7 +599,7 @@ def extract_features(
         shard: extract only this shard's inputs (:func:`cpcspeech.shards.assign_shards`,
             balanced by header durations); ``OUT.npy`` becomes ``OUT.shard-I-of-N.npy`` and its
             index gains an ``input_position`` column for ``merge-index``.
-        batch_seconds: padded audio per batch (:mod:`cpcspeech.batched`; every utterance gets
+        batch_seconds: padded audio per batch (:mod:`cpcspeech.model.batched`; every utterance gets
             exactly a single pass's frames); 0 runs one utterance at a time, which is the better
             choice on a CPU. Files longer than ``chunk_seconds`` always run alone, in chunks.
 
@@ -768,28 +746,6 @@ def extract_features(
         raise
     summary.wall_seconds = time.perf_counter() - start
     return summary
-
-
-def _load_malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
-
-
-def trim_heap() -> None:
-    """Hand the heap pages freed by the last file back to the OS (glibc ``malloc_trim(0)``).
-
-    Files of different lengths leave differently sized free blocks in glibc's heaps (the main
-    one and the reader thread's), which glibc keeps, so without this the peak RSS of a folder of
-    short files grew with the number of files (README, Speed). A no-op without glibc.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _check_finite_features(item: AudioInput, feats: np.ndarray) -> None:

@@ -15,9 +15,9 @@ from lhotse import CutSet, RecordingSet, load_manifest
 from lhotse.features.base import FeatureExtractor, register_extractor
 from lhotse.utils import compute_num_frames_from_samples
 
-from cpcspeech.audio import AudioInfo, resampled_length, to_mono
 from cpcspeech.errors import AudioError, ConfigError, CPCSpeechError
-from cpcspeech.model import CPCModel
+from cpcspeech.io.audio import AudioInfo, resampled_length, to_mono
+from cpcspeech.model.cpc import CPCModel
 
 EXTRACTOR_NAME = "cpc"
 """The name the extractor is registered under; lhotse Features manifests carry it as ``type``."""

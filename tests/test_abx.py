@@ -11,7 +11,9 @@ import torch
 from tone_corpus import tone_corpus
 from typer.testing import CliRunner
 
-from cpcspeech.abx import (
+from cpcspeech.cli import app
+from cpcspeech.errors import CPCSpeechError
+from cpcspeech.eval.abx import (
     Items,
     abx_errors,
     collect_tokens,
@@ -23,10 +25,8 @@ from cpcspeech.abx import (
     token_frames,
     write_item_file,
 )
-from cpcspeech.alignments import CANONICAL_INDEX, Alignment
-from cpcspeech.cli import app
-from cpcspeech.errors import CPCSpeechError
-from cpcspeech.features import load_feature_source
+from cpcspeech.eval.features import load_feature_source
+from cpcspeech.io.alignments import CANONICAL_INDEX, Alignment
 
 REFERENCE = Path(__file__).parent / "data" / "abx"
 runner = CliRunner()

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpcspeech.alignments import (
+from cpcspeech.errors import AlignmentError
+from cpcspeech.io.alignments import (
     CANONICAL_INDEX,
     CANONICAL_PHONES,
     detect_format,
@@ -20,7 +21,6 @@ from cpcspeech.alignments import (
     read_kaldi_alignment,
     read_textgrid,
 )
-from cpcspeech.errors import AlignmentError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
 
@@ -228,9 +228,9 @@ def test_real_ctm_reproduces_cpc_format_file():
 
 def test_real_encoder_frames_exceed_label_frames_by_one_or_two():
     _need_data()
-    from cpcspeech.audio import audio_info
-    from cpcspeech.corpus import find_utterances
-    from cpcspeech.model import CPCModel
+    from cpcspeech.io.audio import audio_info
+    from cpcspeech.io.corpus import find_utterances
+    from cpcspeech.model.cpc import CPCModel
 
     labels = read_alignment(DATA / "converted_aligned_phones.txt")
     model = CPCModel()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpcspeech.audio import (
+from cpcspeech.errors import AudioError
+from cpcspeech.io.audio import (
     AUDIO_EXTENSIONS,
     MIN_SAMPLES,
     audio_duration,
@@ -14,8 +15,7 @@ from cpcspeech.audio import (
     load_audio,
     resampled_length,
 )
-from cpcspeech.errors import AudioError
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 FREQ = 440.0
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpcspeech.audio import audio_info, load_audio
 from cpcspeech.errors import AudioError
+from cpcspeech.io.audio import audio_info, load_audio
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
 SEED = 11

@@ -5,7 +5,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpcspeech.augment import (
+from cpcspeech.config import AugmentConfig, DataConfig, load_config
+from cpcspeech.errors import ConfigError
+from cpcspeech.io.corpus import find_utterances
+from cpcspeech.train.augment import (
     Augmenter,
     NoiseFolder,
     add_noise,
@@ -17,10 +20,7 @@ from cpcspeech.augment import (
     time_dropout,
     window_rng,
 )
-from cpcspeech.config import AugmentConfig, DataConfig, load_config
-from cpcspeech.corpus import find_utterances
-from cpcspeech.data import WindowCorpus, WindowSampler, make_augmenter, make_loader
-from cpcspeech.errors import ConfigError
+from cpcspeech.train.windows import WindowCorpus, WindowSampler, make_augmenter, make_loader
 
 SR = 16000
 N = 20480
@@ -226,8 +226,8 @@ def test_training_lists_are_joined_and_a_repeated_id_is_an_error(tmp_path):
     (tmp_path / "a.txt").write_text("s0u0\ns1u0\n")
     (tmp_path / "b.txt").write_text("s0u1\n")
     (tmp_path / "c.txt").write_text("s1u0\n")
-    from cpcspeech.data import load_split
     from cpcspeech.errors import CorpusError
+    from cpcspeech.train.windows import load_split
 
     config = DataConfig(root=str(corpus_dir), window=4000)
     joined = load_split(config, (str(tmp_path / "a.txt"), str(tmp_path / "b.txt")))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from cpcspeech.batched import extract_batch, plan_batches
 from cpcspeech.config import ModelConfig
-from cpcspeech.model import CPCModel
+from cpcspeech.model.batched import extract_batch, plan_batches
+from cpcspeech.model.cpc import CPCModel
 
 # Edges of the frame grid, lengths whose last frames' receptive field reaches the padding, and
 # one long enough to be chunked by extract (3 s with chunk_seconds=1 below).

@@ -13,18 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cpcspeech.audio import load_audio
 from cpcspeech.cli import app
-from cpcspeech.convert import (
+from cpcspeech.errors import ConfigError, ModelLoadError
+from cpcspeech.io.audio import load_audio
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.weights.convert import (
     convert,
     convert_checkpoint,
     file_sha256,
     model_config_from_cpc_audio,
     read_cpc_audio,
 )
-from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import load_model, locate_model, resolve_model_dir
+from cpcspeech.weights.resolve import load_model, locate_model, resolve_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "data" / "cpc_audio"
@@ -269,7 +269,7 @@ def test_model_option_takes_a_checkpoint_file_or_run_folder(tmp_path: Path, refe
 
 
 def test_export_points_cpc_audio_checkpoints_to_convert(tmp_path: Path) -> None:
-    from cpcspeech.export import export_model
+    from cpcspeech.weights.export import export_model
 
     with pytest.raises(ModelLoadError, match="cpcspeech convert"):
         export_model(str(RELEASE), tmp_path / "out")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpcspeech.corpus import find_utterances, read_utt_list, speaker_ids
 from cpcspeech.errors import CorpusError
+from cpcspeech.io.corpus import find_utterances, read_utt_list, speaker_ids
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
 

@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 from cpcspeech.config import DataConfig
-from cpcspeech.data import (
+from cpcspeech.errors import ConfigError, CorpusError
+from cpcspeech.train.windows import (
     WindowCorpus,
     WindowSampler,
     check_batching,
@@ -18,7 +19,6 @@ from cpcspeech.data import (
     load_split,
     make_loader,
 )
-from cpcspeech.errors import ConfigError, CorpusError
 
 WINDOW = 1000
 
@@ -170,7 +170,7 @@ def test_window_corpus_reads_exact_slices(corpus_dir):
     corpus = load_split(DataConfig(root=str(root), window=WINDOW), "")
     assert isinstance(corpus, WindowCorpus)
     utt = corpus.utterances[0]
-    from cpcspeech.data import WindowSpec
+    from cpcspeech.train.windows import WindowSpec
 
     got = corpus.read(WindowSpec(0, 17, WINDOW, 0, 0))
     np.testing.assert_array_equal(got, signals[utt.utt_id][17 : 17 + WINDOW])

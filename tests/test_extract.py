@@ -12,7 +12,6 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from cpcspeech.audio import load_audio
 from cpcspeech.cli import app
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.extract import (
@@ -23,7 +22,8 @@ from cpcspeech.extract import (
     find_inputs,
     read_index,
 )
-from cpcspeech.model import CPCModel
+from cpcspeech.io.audio import load_audio
+from cpcspeech.model.cpc import CPCModel
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
 runner = CliRunner()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cpcspeech.cli import app
 from cpcspeech.config import ModelConfig
 from cpcspeech.extract import read_index
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 from cpcspeech.config import ModelConfig
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 SMALL = ModelConfig(encoder_channels=16, context_dim=8)
 
@@ -315,7 +315,7 @@ import torch
 from safetensors.torch import save_file
 from cpcspeech import CPCModel
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.pretrained import describe_model_source, locate_model
+from cpcspeech.weights.resolve import describe_model_source, locate_model
 
 jobs = json.loads(Path(sys.argv[1]).read_text())
 out = Path(sys.argv[2])

@@ -10,7 +10,7 @@ import torch
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 REPO = Path(__file__).resolve().parents[1]
 

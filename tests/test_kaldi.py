@@ -10,10 +10,10 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from cpcspeech.audio import load_audio
 from cpcspeech.cli import app
 from cpcspeech.extract import find_inputs
-from cpcspeech.model import CPCModel
+from cpcspeech.io.audio import load_audio
+from cpcspeech.model.cpc import CPCModel
 
 kaldiio = pytest.importorskip("kaldiio", reason="kaldiio not installed (pip install '.[kaldi]')")
 

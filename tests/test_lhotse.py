@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from cpcspeech.audio import load_audio, resampled_length, to_mono
 from cpcspeech.cli import app
 from cpcspeech.errors import ConfigError, CPCSpeechError
 from cpcspeech.extract import read_index
-from cpcspeech.model import CPCModel
+from cpcspeech.io.audio import load_audio, resampled_length, to_mono
+from cpcspeech.model.cpc import CPCModel
 
 lhotse = pytest.importorskip("lhotse", reason="lhotse not installed (pip install '.[lhotse]')")
 from lhotse.features.base import get_extractor_type  # noqa: E402

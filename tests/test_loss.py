@@ -7,7 +7,7 @@ import torch
 
 from cpcspeech.config import LossConfig
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.loss import (
+from cpcspeech.train.loss import (
     InfoNCE,
     NegativeSamplingError,
     info_nce_from_scores,

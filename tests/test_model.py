@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.model import CONFIG_NAME, WEIGHTS_NAME, ChannelNorm, CPCModel, channel_norm_relu
+from cpcspeech.model.cpc import CONFIG_NAME, WEIGHTS_NAME, ChannelNorm, CPCModel, channel_norm_relu
 
 NORMS = ("none", "channel", "layer")
 
@@ -367,7 +367,7 @@ def test_one_hour_chunked_bounded_memory(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import numpy as np, torch
-        from cpcspeech.model import CPCModel
+        from cpcspeech.model.cpc import CPCModel
         torch.set_num_threads(2)
         model = CPCModel.from_pretrained({str(tmp_path / "model")!r}).eval()
         wav = 0.1 * torch.randn(16000 * 3600 + 37, generator=torch.Generator().manual_seed(1))

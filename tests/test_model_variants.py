@@ -6,7 +6,7 @@ from torch import nn
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 
 def small_model(seed: int = 0, **overrides: object) -> CPCModel:

@@ -24,7 +24,7 @@ sys.meta_path.insert(0, Absent())
 import numpy as np, soundfile as sf, torch
 from cpcspeech import cli, extract, kaldi  # noqa: F401  importable without the extras
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 tmp = sys.argv[1]
 sf.write(f"{tmp}/a.wav", np.zeros(3200, np.float32), 16000)

@@ -13,16 +13,16 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.config import ModelConfig
-from cpcspeech.corpus import find_utterances
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.model import CPCModel
-from cpcspeech.plots import (
+from cpcspeech.eval.plots import (
     auto_perplexity,
     plot_prediction_steps,
     read_prediction_accuracy,
     select_speakers,
     speaker_tsne,
 )
+from cpcspeech.io.corpus import find_utterances
+from cpcspeech.model.cpc import CPCModel
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPEAKERS = {"alice": 220.0, "bob": 440.0, "carol": 880.0}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpcspeech.corpus import find_utterances
+from cpcspeech.io.corpus import find_utterances
 
 REPO = Path(__file__).resolve().parents[1]
 PREPARE = REPO / "recipes" / "librispeech" / "prepare.sh"

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from cpcspeech.cli import app
 from cpcspeech.config import Config, ModelConfig, config_to_dict
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
-from cpcspeech.export import export_model, push_model
-from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import (
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.weights.export import export_model, push_model
+from cpcspeech.weights.resolve import (
     SHIPPED,
     describe_model_source,
     locate_model,
@@ -318,7 +318,7 @@ def test_wheel_ships_and_finds_the_weights(tmp_path: Path) -> None:
         check=True,
     )  # fmt: skip
     script = (
-        "import cpcspeech, json; from cpcspeech.pretrained import locate_model; "
+        "import cpcspeech, json; from cpcspeech.weights.resolve import locate_model; "
         "s = locate_model('default'); cpcspeech.CPCModel.from_pretrained('default'); "
         "print(json.dumps([cpcspeech.__file__, str(s.directory), s.kind]))"
     )

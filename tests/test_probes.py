@@ -8,11 +8,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpcspeech.alignments import CANONICAL_INDEX, label_frames
 from cpcspeech.errors import AlignmentError, CPCSpeechError
-from cpcspeech.features import extract_frames, load_feature_source
-from cpcspeech.mfcc import mfcc_features
-from cpcspeech.probes import (
+from cpcspeech.eval.features import extract_frames, load_feature_source
+from cpcspeech.eval.mfcc import mfcc_features
+from cpcspeech.eval.probes import (
     SupervisedBudget,
     accuracy,
     probe_source,
@@ -21,6 +20,7 @@ from cpcspeech.probes import (
     run_table,
     train_probe,
 )
+from cpcspeech.io.alignments import CANONICAL_INDEX, label_frames
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
 

@@ -15,13 +15,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cpcspeech.audio import load_audio
 from cpcspeech.cli import app
-from cpcspeech.convert import convert_checkpoint
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import load_model, locate_model
-from cpcspeech.published import (
+from cpcspeech.io.audio import load_audio
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.weights.convert import convert_checkpoint
+from cpcspeech.weights.published import (
     DEFAULT_BASE_URL,
     PUBLISHED,
     PublishedCheckpoint,
@@ -29,6 +28,7 @@ from cpcspeech.published import (
     cache_root,
     resolve_published,
 )
+from cpcspeech.weights.resolve import load_model, locate_model
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "cpc_audio" / "release_layernorm_lstm2.pt"

@@ -16,8 +16,8 @@ import torch
 
 from cpcspeech.config import load_config
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.model import CPCModel
-from cpcspeech.train import (
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.train.loop import (
     TrainingError,
     cpu_lacks_bf16,
     list_checkpoints,
@@ -242,7 +242,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 def test_speechocean762_config_indexes_real_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data absent: {SHARED_DATA}")
-    from cpcspeech.data import WindowSampler, load_split, make_loader
+    from cpcspeech.train.windows import WindowSampler, load_split, make_loader
 
     cfg = load_config(SPEECHOCEAN)
     corpus = load_split(cfg.data, cfg.data.train_list)

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.features import load_feature_source
-from cpcspeech.units import (
+from cpcspeech.eval.features import load_feature_source
+from cpcspeech.eval.units import (
     Codebook,
     fit_kmeans,
     load_codebook,

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from cpcspeech.alignments import CANONICAL_INDEX, label_frames
+from cpcspeech.io.alignments import CANONICAL_INDEX, label_frames
 
 
 def tone_corpus(root: Path) -> Path:

@@ -6,6 +6,11 @@
 #   bash recipes/speechocean762/study.sh probe shipped    # the same probes of the shipped weights
 #   bash recipes/speechocean762/study.sh probe random     # ... and of a random-init paper model
 #   bash recipes/speechocean762/study.sh list             # the variants
+# Issue 21's continuation study: every variant starts from the shipped weights and trains STEPS
+# updates (default 1500), then gets the full probe table and ABX on the dev test split:
+#   bash recipes/speechocean762/study.sh cont VARIANT      # train (resumable: run it again)
+#   bash recipes/speechocean762/study.sh evaluate VARIANT  # full probes + ABX of its last step
+#   bash recipes/speechocean762/study.sh evaluate shipped  # the same for the shipped weights
 # A variant may join others with +: c256-lstm+aug-past+k4.
 # Environment: BUDGET (CPU seconds of the training process, default 1200), THREADS (torch
 # threads per run, default 1, so that several variants can share a machine fairly), OUT
@@ -46,6 +51,8 @@ variant() {  # the --set overrides of one variant; A+B joins the overrides of A 
     c256-lstm) echo "$SMALL" ;;                         # CPC_audio's released shape
     c256-lstm-aug-past) echo "$SMALL augment.side=past $AUG" ;;
     neg64) echo "loss.num_negatives=64" ;;
+    neg128) echo "loss.num_negatives=128" ;;
+    same-seq) echo "loss.negative_mode=same_seq" ;;
     same-speaker) echo "loss.negative_mode=same_speaker data.speakers_per_batch=2" ;;
     k4) echo "loss.prediction_steps=4" ;;
     *) echo "unknown variant $1; see: $0 list" >&2; exit 2 ;;
@@ -55,7 +62,7 @@ variant() {  # the --set overrides of one variant; A+B joins the overrides of A 
 case "${1:-}" in
   list)
     for v in base aug-past aug-both aug-future c256 lstm c256-lstm c256-lstm-aug-past \
-             neg64 same-speaker k4; do
+             neg64 neg128 same-seq same-speaker k4; do
       echo "$v: $(variant "$v")"
     done ;;
   train)
@@ -67,6 +74,28 @@ case "${1:-}" in
       --set train.precision="$PRECISION" \
       --set train.valid_every=250 --set train.checkpoint_every=250 --set train.valid_batches=8 \
       "${sets[@]}" ;;
+  cont)
+    # Continuation of the shipped weights: heads and Adam fresh, a short warm-up of the body.
+    sets=()
+    for kv in $(variant "$2"); do sets+=(--set "$kv"); done
+    OMP_NUM_THREADS=$THREADS $CPCSPEECH train "$CONF" --resume \
+      --set train.out_dir="${COUT:-runs/cont}/$2" --set train.init_from=default \
+      --set optim.warmup_steps=100 --set train.max_steps="${STEPS:-1500}" \
+      --set train.precision="$PRECISION" \
+      --set train.valid_every=250 --set train.checkpoint_every=250 --set train.valid_batches=8 \
+      --set train.keep_last=20 "${sets[@]}" ;;
+  evaluate)
+    # Full probes (train_split -> test_split, c_t) and ABX (test_split) of one model.
+    if [ "$2" = shipped ]; then
+      model=default
+    else
+      model=$(ls -d "${COUT:-runs/cont}/$2"/checkpoints/step-* | sort | tail -1)
+    fi
+    dest=${COUT:-runs/cont}/$2
+    OMP_NUM_THREADS=$THREADS $CPCSPEECH probe --table --no-baselines --data "$DATA" \
+      --labels "$DATA/converted_aligned_phones.txt" --model "$model" --out "$dest/full-probe"
+    OMP_NUM_THREADS=$THREADS $CPCSPEECH abx --model "$model" --data "$DATA" \
+      --labels "$DATA/converted_aligned_phones.txt" --out "$dest/abx" --quiet ;;
   probe)
     # Quick probes: 4 training utterances per speaker (500) -> 2 test utterances per speaker
     # (250), from the probes' own train and test splits.

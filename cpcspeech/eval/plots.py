@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpcspeech.corpus import Utterance
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.features import FeatureSource
+from cpcspeech.eval.features import FeatureSource
 from cpcspeech.files import check_writable_folder, read_text, temp_sibling
-from cpcspeech.model import CPCModel
+from cpcspeech.io.corpus import Utterance
+from cpcspeech.model.cpc import CPCModel
 
 PLOTS_EXTRA_HINT = "pip install 'cpcspeech[plots]'"
 DEFAULT_PERPLEXITY = 30.0  # sklearn's default; lowered automatically for small sets
@@ -121,7 +121,7 @@ def utterance_means(
     from rich.console import Console
     from rich.progress import Progress
 
-    from cpcspeech.audio import load_audio
+    from cpcspeech.io.audio import load_audio
 
     if isinstance(model, CPCModel):
         model = model.eval()
@@ -143,8 +143,8 @@ def utterance_means(
 def load_tsne_model(spec: str, seed: int = 0) -> tuple[CPCModel | FeatureSource, str]:
     """``--model`` of ``cpcspeech tsne``: ``mfcc`` or a folder of ``.npy`` features as a feature
     source, anything else as a CPC model; with a short description of the weights."""
+    from cpcspeech.eval.features import load_feature_source
     from cpcspeech.extract import load_model_for_cli
-    from cpcspeech.features import load_feature_source
 
     path = Path(spec)
     if spec == "mfcc" or (path.is_dir() and not (path / "config.json").is_file()

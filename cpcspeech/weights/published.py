@@ -15,9 +15,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from cpcspeech.convert import convert
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.files import file_sha256, write_text_atomic
+from cpcspeech.weights.convert import convert
 
 BASE_URL_ENV = "CPCSPEECH_CHECKPOINT_URL"
 DEFAULT_BASE_URL = "https://dl.fbaipublicfiles.com/librilight/CPC_checkpoints/"

@@ -16,18 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cpcspeech.alignments import (
+from cpcspeech.errors import CPCSpeechError
+from cpcspeech.eval.features import FeatureSource, load_feature_source, progress_bar
+from cpcspeech.files import write_text_atomic
+from cpcspeech.io.alignments import (
     FRAME_SHIFT_SECONDS,
     Alignment,
     detect_format,
     label_frames,
     read_alignment,
 )
-from cpcspeech.audio import audio_info
-from cpcspeech.corpus import Utterance, find_utterances
-from cpcspeech.errors import CPCSpeechError
-from cpcspeech.features import FeatureSource, load_feature_source, progress_bar
-from cpcspeech.files import write_text_atomic
+from cpcspeech.io.audio import audio_info
+from cpcspeech.io.corpus import Utterance, find_utterances
 
 DISTANCES = ("angular", "euclidean", "kl")
 MODES = ("within", "across")

@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpcspeech.errors import ModelLoadError
+from cpcspeech.runtime import one_line
 
 if TYPE_CHECKING:
     import torch
 
-    from cpcspeech.model import CPCModel
+    from cpcspeech.model.cpc import CPCModel
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"  # the same names as cpcspeech.model (kept here to avoid a cycle)
+CONFIG_NAME = "config.json"  # the same names as cpcspeech.model.cpc (kept here to avoid a cycle)
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
@@ -164,8 +165,8 @@ def load_model(
     ``*.pt`` file or a run folder with ``checkpoint_args.json``), converted in memory under the
     rules of ``cpcspeech convert`` (tensors-only loading, strict name map).
     """
-    from cpcspeech.convert import convert_checkpoint
-    from cpcspeech.model import CPCModel
+    from cpcspeech.model.cpc import CPCModel
+    from cpcspeech.weights.convert import convert_checkpoint
 
     source = locate_model(spec, revision)
     if source.kind == "cpc_audio":
@@ -189,7 +190,7 @@ def locate_model(
     if spec in ALIASES or spec in SHIPPED:
         _no_revision(spec, revision, "a shipped model")
         return shipped_source(spec)
-    from cpcspeech.published import PUBLISHED, resolve_published
+    from cpcspeech.weights.published import PUBLISHED, resolve_published
 
     if spec in PUBLISHED:
         _no_revision(spec, revision, "a published checkpoint")
@@ -199,7 +200,7 @@ def locate_model(
     path = Path(spec).expanduser()
     if path.exists():
         _no_revision(spec, revision, "a local path")
-        from cpcspeech.convert import is_cpc_audio_source, pick_run_checkpoint
+        from cpcspeech.weights.convert import is_cpc_audio_source, pick_run_checkpoint
 
         if is_cpc_audio_source(path):
             checkpoint = path if path.is_file() else pick_run_checkpoint(path)
@@ -242,7 +243,7 @@ def list_models() -> list[ModelEntry]:
 
     Looks at the package and the cache only: no network.
     """
-    from cpcspeech.published import PUBLISHED, base_url, cache_state
+    from cpcspeech.weights.published import PUBLISHED, base_url, cache_state
 
     rows = []
     for name, entry in SHIPPED.items():
@@ -264,11 +265,11 @@ def list_models() -> list[ModelEntry]:
 def shipped_candidates(folder: str) -> list[Path]:
     """Where a shipped folder may live: the installed package, then the source tree.
 
-    A wheel installs ``pretrained/`` as ``cpcspeech/weights/`` (see pyproject.toml); a clone or
+    A wheel installs ``pretrained/`` as ``cpcspeech/shipped/`` (see pyproject.toml); a clone or
     editable install keeps it at ``<repo>/pretrained/``.
     """
-    package = Path(__file__).resolve().parent
-    return [package / "weights" / folder, package.parent / "pretrained" / folder]
+    package = Path(__file__).resolve().parents[1]
+    return [package / "shipped" / folder, package.parent / "pretrained" / folder]
 
 
 def shipped_source(name: str) -> ModelSource:
@@ -387,7 +388,7 @@ def parse_repo_spec(spec: str, revision: str | None = None) -> tuple[str, str | 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ModelLoadError(f"model {spec!r}: invalid Hub repo id ({_first_line(err)})") from err
+        raise ModelLoadError(f"model {spec!r}: invalid Hub repo id ({one_line(err)})") from err
     if suffix and revision and suffix != revision:
         raise ModelLoadError(
             f"model {spec!r}: revision given twice and they differ: {suffix!r} in the spec, "
@@ -459,14 +460,14 @@ def hub_source(
     except (HfHubHTTPError, OSError) as err:
         # HTTP errors mid-download, consistency checks (short files), a broken connection.
         raise ModelLoadError(
-            f"Hub repo {label}: download failed ({type(err).__name__}: {_first_line(err)}); "
+            f"Hub repo {label}: download failed ({type(err).__name__}: {one_line(err)}); "
             f"retry, or {fix}"
         ) from err
     except Exception as err:  # httpx transport errors are not OSError subclasses
         if type(err).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore"):
             raise
         raise ModelLoadError(
-            f"Hub repo {label}: download failed ({type(err).__name__}: {_first_line(err)}); "
+            f"Hub repo {label}: download failed ({type(err).__name__}: {one_line(err)}); "
             f"retry, or {fix}"
         ) from err
     commit = folder.name
@@ -482,11 +483,6 @@ def hub_source(
     )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _repo_files(repo_id: str, commit: str) -> list[str] | None:
     """The repo's file list at ``commit`` from the cached tree listing (no network)."""
     try:
@@ -500,7 +496,7 @@ def _repo_files(repo_id: str, commit: str) -> list[str] | None:
 def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> None:
     """A downloaded snapshot must hold our config.json and safetensors weights."""
     if _is_model_dir(folder):
-        from cpcspeech.model import read_model_config
+        from cpcspeech.model.cpc import read_model_config
 
         try:
             read_model_config(folder)
@@ -530,12 +526,12 @@ def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> No
 def download_model(spec: str, revision: str | None = None) -> ModelSource:
     """Pre-fetch a Hub model or a published name into the cache (for later offline use) and
     check it loads."""
-    from cpcspeech.published import PUBLISHED
+    from cpcspeech.weights.published import PUBLISHED
 
     if spec in PUBLISHED:
         _no_revision(spec, revision, "a published checkpoint")
         source = locate_model(spec)  # download, verify and convert into the cache
-        from cpcspeech.model import CPCModel
+        from cpcspeech.model.cpc import CPCModel
 
         CPCModel.from_directory(source.directory)
         return source
@@ -543,7 +539,7 @@ def download_model(spec: str, revision: str | None = None) -> ModelSource:
     if Path(spec).exists():
         raise ModelLoadError(f"{spec!r} is a local path; download expects a Hub repo id org/name")
     source = hub_source(repo_id, repo_revision)
-    from cpcspeech.model import CPCModel
+    from cpcspeech.model.cpc import CPCModel
 
     CPCModel.from_directory(source.directory)  # strict load: fail now, not when offline later
     return source

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from cpcspeech.model import CPCModel
+from cpcspeech.model.cpc import CPCModel
 
 
 def plan_batches(lengths: list[int], max_samples: int) -> list[list[int]]:

@@ -5,7 +5,7 @@
 import librosa
 import numpy as np
 
-from cpcspeech.alignments import label_frames
+from cpcspeech.io.alignments import label_frames
 
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms at 16 kHz; also the FFT size, so frames == 1 + (N - 400) // 160 (Kaldi)

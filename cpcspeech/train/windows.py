@@ -4,7 +4,6 @@ An epoch's plan (which windows, in which batches) is a pure function of (seed, e
 loader is resumable from (epoch, batch index) and its output does not depend on ``num_workers``.
 """
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,11 +13,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from cpcspeech.audio import audio_info, load_audio
-from cpcspeech.augment import Augmenter, window_rng
 from cpcspeech.config import AugmentConfig, DataConfig
-from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import ConfigError, CorpusError
+from cpcspeech.io.audio import audio_info, load_audio
+from cpcspeech.io.corpus import Utterance, find_utterances, speaker_ids
+from cpcspeech.train.augment import Augmenter, window_rng
 
 
 @dataclass(frozen=True)
@@ -469,14 +468,3 @@ def fixed_batches(
         )
         for b, batch in enumerate(plan)
     ]
-
-
-def rank_and_world() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment, or (0, 1, 0)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return (
-            int(os.environ["RANK"]),
-            int(os.environ["WORLD_SIZE"]),
-            int(os.environ.get("LOCAL_RANK", "0")),
-        )
-    return 0, 1, 0

@@ -19,7 +19,7 @@ from torch import Tensor
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
 from cpcspeech.files import file_sha256, replace_folder, temp_dir
-from cpcspeech.model import WEIGHTS_NAME, CPCModel
+from cpcspeech.model.cpc import WEIGHTS_NAME, CPCModel
 
 CARD_NAME = "README.md"
 ARGS_NAME = "checkpoint_args.json"

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from cpcspeech.abx import ABXResult, resolve_abx_items, score_source
-from cpcspeech.corpus import Utterance, find_utterances
 from cpcspeech.errors import CPCSpeechError
+from cpcspeech.eval.abx import ABXResult, resolve_abx_items, score_source
+from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source, progress_bar
+from cpcspeech.eval.probes import resolve_probe_data
 from cpcspeech.extract import find_inputs
-from cpcspeech.features import FeatureSource, extract_frames, load_feature_source, progress_bar
 from cpcspeech.files import write_text_atomic
-from cpcspeech.probes import resolve_probe_data
+from cpcspeech.io.corpus import Utterance, find_utterances
 
 CODEBOOK_FORMAT = "cpcspeech-units"
 CODEBOOK_VERSION = 1

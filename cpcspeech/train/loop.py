@@ -33,18 +33,6 @@ from cpcspeech.config import (
     read_yaml,
     save_config,
 )
-from cpcspeech.data import (
-    WindowBatch,
-    WindowCorpus,
-    WindowSampler,
-    check_batching,
-    corpus_stats,
-    fixed_batches,
-    load_split,
-    make_augmenter,
-    make_loader,
-    rank_and_world,
-)
 from cpcspeech.errors import ConfigError, CPCSpeechError
 from cpcspeech.files import (
     file_sha256,
@@ -54,8 +42,20 @@ from cpcspeech.files import (
     umask_mode,
     write_text_atomic,
 )
-from cpcspeech.loss import InfoNCE
-from cpcspeech.model import CPCModel, load_state_strict
+from cpcspeech.model.cpc import CPCModel, load_state_strict
+from cpcspeech.runtime import cpu_lacks_bf16, distributed_env, one_line, resolve_device
+from cpcspeech.train.loss import InfoNCE
+from cpcspeech.train.windows import (
+    WindowBatch,
+    WindowCorpus,
+    WindowSampler,
+    check_batching,
+    corpus_stats,
+    fixed_batches,
+    load_split,
+    make_augmenter,
+    make_loader,
+)
 
 TRAINER_NAME = "trainer.pt"
 HEADS_NAME = "heads.safetensors"
@@ -139,15 +139,6 @@ def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
     entropy = [int(seed), int(step), int(rank), int(stream), 0x4E47]
     state = np.random.SeedSequence(entropy).generate_state(1)
     return int(state[0])
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:LOCAL_RANK when CUDA is available, else cpu; 'cuda' without CUDA errors."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is 'cuda' but CUDA is not available; use cpu or auto")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def make_objective(cfg: Config) -> CPCObjective:
@@ -266,7 +257,7 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise TrainingError(f"{path}: cannot load trainer state ({_one_line(err)})") from err
+        raise TrainingError(f"{path}: cannot load trainer state ({one_line(err)})") from err
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -311,7 +302,7 @@ def verify_checkpoint(path: Path) -> LoadedCheckpoint:
     try:
         meta = json.loads((path / META_NAME).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TrainingError(f"{path.name}: {META_NAME} unreadable ({_one_line(err)})") from None
+        raise TrainingError(f"{path.name}: {META_NAME} unreadable ({one_line(err)})") from None
     sums = meta.get("sha256", {}) if isinstance(meta, dict) else None
     if not isinstance(sums, dict):
         raise TrainingError(f"{path.name}: {META_NAME} expected a mapping, found {type(meta)}")
@@ -328,14 +319,9 @@ def verify_checkpoint(path: Path) -> LoadedCheckpoint:
         model_state = load_file(str(path / "model.safetensors"))
         heads_state = load_file(str(path / HEADS_NAME))
     except Exception as err:  # safetensors raises several types for corrupt files
-        raise TrainingError(f"{path.name}: unreadable ({_one_line(err)})") from None
+        raise TrainingError(f"{path.name}: unreadable ({one_line(err)})") from None
     state = load_trainer_state(path / TRAINER_NAME)
     return LoadedCheckpoint(path, config, model_state, heads_state, state)
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def newest_verified_checkpoint(
@@ -541,8 +527,9 @@ class _Progress:
 
 def _start_processes(cfg: Config) -> _Processes:
     """Rank and world from torchrun's environment; joins the process group when W > 1."""
-    rank, world_size, local_rank = rank_and_world()
-    device = resolve_device(cfg.train.device, local_rank)
+    env = distributed_env()
+    rank, world_size = env.rank, env.world_size
+    device = resolve_device(cfg.train.device, option="train.device")
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -629,7 +616,7 @@ def _restore(
 
 def _init_from_model(cfg: Config, model: CPCModel, say) -> None:
     """Copy a trained model's encoder and context into ``model`` (``train.init_from``)."""
-    from cpcspeech.pretrained import load_model
+    from cpcspeech.weights.resolve import load_model
 
     trained, source = load_model(cfg.train.init_from)
     wanted, found = config_to_dict(cfg.model), config_to_dict(trained.config)
@@ -666,22 +653,6 @@ def _announce(say, out_dir: Path, stats, cfg: Config, valid_batches, procs: _Pro
             "nor amx_bf16 in /proc/cpuinfo, so bf16 is emulated (a training step took 9x "
             "fp32's time on one such CPU); set train.precision=fp32[/]"
         )
-
-
-def cpu_lacks_bf16(cpuinfo: str | None = None) -> bool:
-    """True when /proc/cpuinfo (or ``cpuinfo``) lists CPU flags without a bf16 instruction set
-    (avx512_bf16 or amx_bf16). False where that cannot be read (not Linux): no false alarms."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags.update(value.split())
-    return bool(flags) and not flags & {"avx512_bf16", "amx_bf16"}
 
 
 def _progress_bar(console: Console, cfg: Config, step: int):

@@ -17,13 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cpcspeech.alignments import Alignment, detect_format, label_frames, read_alignment
-from cpcspeech.audio import audio_info, load_audio
 from cpcspeech.config import NORMS, ModelConfig, load_config
-from cpcspeech.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.errors import AlignmentError, CPCSpeechError
-from cpcspeech.extract import resolve_device
-from cpcspeech.features import (
+from cpcspeech.eval.features import (
     FeatureSource,
     FrameSet,
     cpc_source,
@@ -32,7 +28,11 @@ from cpcspeech.features import (
     progress_bar,
 )
 from cpcspeech.files import check_writable_folder, write_text_atomic
-from cpcspeech.model import CPCModel
+from cpcspeech.io.alignments import Alignment, detect_format, label_frames, read_alignment
+from cpcspeech.io.audio import audio_info, load_audio
+from cpcspeech.io.corpus import Utterance, find_utterances, speaker_ids
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.runtime import resolve_device
 
 TASKS = ("phone", "speaker")
 SPEAKER_MODES = ("frame", "utterance")

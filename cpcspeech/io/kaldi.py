@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpcspeech.audio import AudioInfo, audio_info, decode_audio, load_audio
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import temp_sibling
+from cpcspeech.io.audio import AudioInfo, audio_info, decode_audio, load_audio
 
 MAX_OVERSHOOT_SECONDS = 0.5
 """A segment ending less than this past its recording is cut at the end (Kaldi's

@@ -1,7 +1,7 @@
 """The CPC audio model (van den Oord et al. 2018, section 3.1): strided CNN encoder + recurrent
 context (GRU as in the paper; LSTM and RNN too, for CPC_audio checkpoints).
 
-The W_k prediction heads belong to the loss (``cpcspeech.loss``), not to this model.
+The W_k prediction heads belong to the loss (``cpcspeech.train.loss``), not to this model.
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
+from cpcspeech.runtime import one_line
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -440,7 +441,7 @@ class CPCModel(nn.Module):
 
         Loading is strict: a missing or unexpected tensor raises ModelLoadError.
         """
-        from cpcspeech.pretrained import load_model  # avoids a cycle: pretrained -> model
+        from cpcspeech.weights.resolve import load_model  # avoids a cycle: pretrained -> model
 
         model, _ = load_model(str(name_or_path), revision=revision, map_location=map_location)
         return model
@@ -462,7 +463,7 @@ class CPCModel(nn.Module):
             state = load_file(str(weights), device=str(map_location))
         except Exception as err:  # safetensors raises several types for corrupt files
             raise ModelLoadError(
-                f"{weights}: not a valid safetensors file ({_one_line(err)})"
+                f"{weights}: not a valid safetensors file ({one_line(err)})"
             ) from err
         check_finite(state, str(weights))
         model = cls(config)
@@ -495,11 +496,6 @@ def read_model_config(directory: str | os.PathLike) -> ModelConfig:
         return section_from_dict(ModelConfig, values, "model")
     except Exception as err:
         raise ModelLoadError(f"{path}: incompatible model config: {err}") from err
-
-
-def _one_line(err: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names(names: list[str], limit: int = 4) -> str:

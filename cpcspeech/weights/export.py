@@ -14,7 +14,7 @@ import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
 from cpcspeech.files import check_writable_folder, replace_folder, temp_dir
-from cpcspeech.pretrained import (
+from cpcspeech.weights.resolve import (
     CARD_NAME,
     CONFIG_NAME,
     HUB_FILES,
@@ -46,7 +46,7 @@ def export_model(
     checkpoint's config.yaml and meta.json. The folder is assembled in a temporary sibling and
     renamed into place, so an interrupted export leaves no half-written model directory.
     """
-    from cpcspeech.model import CPCModel, read_model_config
+    from cpcspeech.model.cpc import CPCModel, read_model_config
 
     if not Path(checkpoint).exists():
         raise ModelLoadError(
@@ -230,7 +230,7 @@ def push_model(
     The folder is first loaded strictly and must hold a model card. Only config.json,
     model.safetensors and README.md are uploaded. ``revision`` is a branch, created if missing.
     """
-    from cpcspeech.model import CPCModel
+    from cpcspeech.model.cpc import CPCModel
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():

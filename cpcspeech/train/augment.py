@@ -16,10 +16,10 @@ import numpy as np
 import scipy.signal
 import soxr
 
-from cpcspeech.audio import load_audio
 from cpcspeech.config import AugmentConfig
-from cpcspeech.corpus import AUDIO_SUFFIXES
 from cpcspeech.errors import ConfigError
+from cpcspeech.io.audio import load_audio
+from cpcspeech.io.corpus import AUDIO_SUFFIXES
 
 _EPS = 1e-10
 PITCH_FFT = 512  # 32 ms at 16 kHz: the phase vocoder looks at most 16 ms ahead of a sample

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpcspeech.alignments import Alignment, match_frames
-from cpcspeech.audio import load_audio
-from cpcspeech.corpus import Utterance
 from cpcspeech.errors import AlignmentError, CPCSpeechError
+from cpcspeech.eval.mfcc import MFCC_DIM, mfcc_features
 from cpcspeech.files import file_sha256
-from cpcspeech.mfcc import MFCC_DIM, mfcc_features
-from cpcspeech.model import CPCModel
-from cpcspeech.pretrained import load_model, weights_sha256
+from cpcspeech.io.alignments import Alignment, match_frames
+from cpcspeech.io.audio import load_audio
+from cpcspeech.io.corpus import Utterance
+from cpcspeech.model.cpc import CPCModel
+from cpcspeech.weights.resolve import load_model, weights_sha256
 
 # ----- feature sources -----
 

@@ -1,0 +1,1 @@
+"""Evaluation on frozen features: feature sources, MFCC, probes, ABX, units and plots."""
