@@ -1,8 +1,10 @@
 """Training: learning happens, checkpoints load, kill -9 + --resume repeats the same losses, DDP."""
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from cpcspeech.config import load_config
 from cpcspeech.errors import CPCSpeechError
@@ -349,3 +352,113 @@ def test_cpu_lacks_bf16_reads_the_flags():
     assert not cpu_lacks_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
     assert not cpu_lacks_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
     assert not cpu_lacks_bf16("Processor\t: ARMv8\n")  # no flags line: unknown, no warning
+
+
+# ----- the on-disk format: a run written before train/loop.py was split resumes exactly -----
+COMPAT = Path(__file__).resolve().parent / "data" / "train_compat"
+COMPAT_PREFIX = "/tmp/cpcspeech-train-compat"  # where make_fixture.py wrote the run
+CHECKPOINT_FILES = {
+    "config.json",
+    "config.yaml",
+    "heads.safetensors",
+    "meta.json",
+    "model.safetensors",
+    "trainer.pt",
+}
+META_KEYS = [
+    "step",
+    "audio_seconds",
+    "wall_seconds",
+    "cpu_seconds",
+    "hardware",
+    "valid_loss",
+    "valid_accuracy",
+    "train_loss",
+    "sha256",
+]
+TRAINER_KEYS = [
+    "format_version",
+    "step",
+    "epoch",
+    "batch_index",
+    "audio_seconds",
+    "wall_seconds",
+    "cpu_seconds",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "accumulator",
+    "best",
+]
+LOG_COLUMNS = "step,split,loss,acc_k1,acc_k2,acc_k3,acc_k4,lr,audio_seconds,wall_seconds"
+
+
+def _key_tree(value):
+    """A nested state's keys and leaf types, to compare two trainer.pt files' shapes."""
+    if isinstance(value, dict):
+        return {k: _key_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [type(value).__name__, len(value)]
+    return type(value).__name__
+
+
+def _move_compat_run(tmp_path: Path) -> Path:
+    """The fixture's killed run, moved under tmp_path: its paths rewritten in config.yaml and
+    config.yaml's sha256 updated in meta.json (as if the folder and its data had moved)."""
+    make_audio(tmp_path / "audio", speakers=3, utts=2, lengths=(3000, 6000))
+    (tmp_path / "valid.txt").write_text("s0u0\ns1u1\ns2u0\n")
+    run = tmp_path / "run"
+    shutil.copytree(COMPAT / "run", run)
+    folder = run / "checkpoints" / "step-00000002"
+    for path in (run / "config.yaml", folder / "config.yaml"):
+        text = path.read_text(encoding="utf-8").replace(COMPAT_PREFIX, str(tmp_path))
+        path.write_text(text, encoding="utf-8")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["sha256"]["config.yaml"] = hashlib.sha256(
+        (folder / "config.yaml").read_bytes()
+    ).hexdigest()
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return run
+
+
+def test_checkpoint_format_field_names():
+    """The fixture (written by the code before the split) has the files and keys listed here."""
+    folder = COMPAT / "run" / "checkpoints" / "step-00000002"
+    assert {p.name for p in folder.iterdir()} == CHECKPOINT_FILES
+    meta = json.loads((folder / "meta.json").read_text())
+    assert list(meta) == META_KEYS
+    assert sorted(meta["sha256"]) == sorted(CHECKPOINT_FILES - {"meta.json"})
+    state = load_trainer_state(folder / "trainer.pt")
+    assert list(state) == TRAINER_KEYS and state["format_version"] == 1
+    assert list(state["accumulator"]) == ["loss_sum", "accuracy_sum", "count"]
+    assert list(state["best"]) == ["name", "valid_loss", "last_valid_loss"]
+    assert list(state["rng"]) == ["torch", "python"]
+    assert (COMPAT / "run" / "checkpoints" / "best.txt").read_text() == "step-00000002\n"
+
+
+def test_a_checkpoint_written_before_the_split_resumes_exactly(tmp_path):
+    """Resume the fixture's step-2 checkpoint to step 4: the losses, accuracies and weights are
+    the uninterrupted run's (bit for bit on one thread of the machine that wrote them; within
+    float tolerance elsewhere), and the new checkpoint has the old one's format."""
+    run = _move_compat_run(tmp_path)
+    result = train(load_config(run / "config.yaml"), resume=True)
+    assert result.step == 4 and result.best_checkpoint == "step-00000004"
+    assert (run / "checkpoints" / "best.txt").read_text() == "step-00000004\n"
+    assert (run / "log.csv").read_text().splitlines()[0] == LOG_COLUMNS
+    got = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (COMPAT / "reference.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert list(a) == list(b) and a["audio_seconds"] == b["audio_seconds"]
+        keys = [k for k in a if k == "loss" or k.startswith("acc_k") or k == "lr"]
+        np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], rtol=1e-5)
+    new, old = run / "checkpoints" / "step-00000004", run / "checkpoints" / "step-00000002"
+    assert {p.name for p in new.iterdir()} == CHECKPOINT_FILES
+    assert list(json.loads((new / "meta.json").read_text())) == META_KEYS
+    new_state, old_state = (load_trainer_state(p / "trainer.pt") for p in (new, old))
+    assert _key_tree(new_state) == _key_tree(old_state)
+    for name in ("model.safetensors", "heads.safetensors"):
+        a, b = load_file(str(new / name)), load_file(str(COMPAT / f"step-4-{name}"))
+        assert list(a) == list(b)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
