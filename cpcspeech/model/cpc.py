@@ -4,8 +4,6 @@ context (GRU as in the paper; LSTM and RNN too, for CPC_audio checkpoints).
 The W_k prediction heads belong to the loss (``cpcspeech.train.loss``), not to this model.
 """
 
-import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -13,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from cpcspeech.config import ModelConfig, section_from_dict
+from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
-from cpcspeech.runtime import one_line
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "cpcspeech-cpc"
-FORMAT_VERSION = 1
+from cpcspeech.model.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_state_strict,
+    read_checked_weights,
+    read_model_config,
+    save_model_dir,
+)
 
 
 class ChannelNorm(nn.Module):
@@ -294,6 +293,87 @@ class CPCModel(nn.Module):
         c, _ = self.context(z)  # (B, T, c_dim)
         return z, c
 
+    def forward_padded(
+        self, wav: Tensor, lengths: "Tensor | list[int]", precision: str = "fp32"
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """A right-padded batch of utterances, each row exactly as one utterance alone gives.
+
+        Row i of z and c equals ``forward(wav[i:i+1, :lengths[i]])`` on its valid frames (float
+        rounding aside, < 1e-5); the frames past ``frame_lengths[i]`` are zero. In eval mode (batch
+        norm uses its running statistics); training-mode batch norm would see the padding.
+
+        Args:
+            wav: (B, N) float samples, row i valid on its first ``lengths[i]`` samples.
+            lengths: (B,) samples of each row, 0 <= lengths[i] <= N.
+            precision: "fp32", or "bf16" for the encoder's bfloat16 GEMMs (see :meth:`extract`).
+
+        Returns:
+            z: (B, T, z_dim), c: (B, T, c_dim) and frame_lengths: (B,) int64 on wav's device,
+            with T = num_frames(N) and frame_lengths[i] = num_frames(lengths[i]) (0 for a row
+            shorter than ``min_samples``).
+        """
+        z, frame_lengths = self.encode_padded(wav, lengths, precision)  # (B, T, C), (B,)
+        batch, frames = z.shape[:2]
+        rows = [i for i, t in enumerate(frame_lengths.tolist()) if t > 0]
+        if not rows:
+            return z, z.new_zeros(batch, frames, self.c_dim), frame_lengths
+        every = len(rows) == batch
+        # Packed, so the recurrent network stops at each row's own end.
+        lengths_cpu = frame_lengths[rows].cpu()
+        packed = pack_padded_sequence(
+            z if every else z[rows], lengths_cpu, batch_first=True, enforce_sorted=False
+        )
+        c_packed, _ = self.run_context(packed)
+        c, _ = pad_packed_sequence(c_packed, batch_first=True, total_length=frames)  # (B', T, D)
+        if not every:  # rows too short for a frame keep zeros
+            index = (torch.tensor(rows, device=c.device),)
+            c = z.new_zeros(batch, frames, self.c_dim).index_put(index, c)
+        return z, c, frame_lengths
+
+    def encode_padded(
+        self, wav: Tensor, lengths: "Tensor | list[int]", precision: str = "fp32"
+    ) -> tuple[Tensor, Tensor]:
+        """The encoder part of :meth:`forward_padded`: z (B, T, z_dim) float32, frame_lengths (B,).
+
+        Right-padding changes only the frames whose receptive field reaches past a row's end (the
+        convs' own zero padding differs from the batch's). Those last frames are recomputed from
+        a short pass over the row's tail, which starts on the frame grid with a left margin, as
+        chunked :meth:`extract` does. A non-causal encoder (norm "instance") runs each row alone.
+        """
+        if wav.dim() != 2:
+            raise ValueError(f"Expected wav of shape (B, N). Found: {tuple(wav.shape)}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"Expected precision 'fp32' or 'bf16'. Found: {precision!r}")
+        sizes = [int(n) for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths)]
+        if len(sizes) != wav.shape[0] or any(not 0 <= n <= wav.shape[1] for n in sizes):
+            raise ValueError(
+                f"Expected {wav.shape[0]} lengths in [0, {wav.shape[1]}]. Found: {sizes}"
+            )
+        weights = self.encoder.gemm_weights(torch.bfloat16) if precision == "bf16" else None
+
+        def encode(x: Tensor) -> Tensor:  # (B, N) -> (B, T, C) float32
+            return self.encoder(x) if weights is None else self.encoder.forward_gemm(x, weights)
+
+        frames = [self.num_frames(n) for n in sizes]
+        frame_lengths = torch.tensor(frames, dtype=torch.long, device=wav.device)
+        total = self.num_frames(wav.shape[1])
+        if total == 0:
+            return wav.new_zeros(wav.shape[0], 0, self.z_dim), frame_lengths
+        z_padded = encode(wav).float()  # (B, T, C)
+        shift, (left, right) = self.frame_shift, self.receptive_field
+        margin_l, margin_r = -(-left // shift) + 2, -(-right // shift) + 2
+        rows = []
+        for i, (n, valid) in enumerate(zip(sizes, frames, strict=True)):
+            body = max(0, valid - margin_r) if self.causal else 0  # frames that never see padding
+            start = max(0, body - margin_l)  # the tail's pass starts on the frame grid
+            parts = [z_padded[i, :body]]
+            if valid > body:
+                tail = encode(wav[i : i + 1, start * shift : n]).float()  # (1, T_tail, C)
+                parts.append(tail[0, body - start : valid - start])
+            parts.append(z_padded.new_zeros(total - valid, self.z_dim))
+            rows.append(torch.cat(parts))  # (T, C)
+        return torch.stack(rows), frame_lengths  # (B, T, C), (B,)
+
     def run_context(self, z: Tensor, state: object = None) -> tuple[Tensor, object]:
         """z: (B, T, z_dim), optional recurrent state -> c: (B, T, c_dim) and the new state."""
         return self.context(z, state)
@@ -414,215 +494,54 @@ class CPCModel(nn.Module):
             out[t0:t1] = c[0]
         return out  # (T, D)
 
-    # ----- save / load (config.json + model.safetensors, no pickle) -----
+    # ----- save / load (config.json + model.safetensors, no pickle; see serialization.py) -----
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write config.json and model.safetensors into ``directory`` (atomic per file)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        meta = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION}
-        meta.update(json.loads(json.dumps(dataclasses.asdict(self.config))))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp = temp_sibling(directory / WEIGHTS_NAME)
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.chmod(tmp, umask_mode())  # safetensors creates its files with mode 0600
-        os.replace(tmp, directory / WEIGHTS_NAME)
-        write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
-        return directory
+        return save_model_dir(self, self.config, directory)
 
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike = "default",
+        directory: str | os.PathLike,
         revision: str | None = None,
         map_location: str | torch.device = "cpu",
     ) -> "CPCModel":
-        """Load a model in eval mode: a local directory, "default" (shipped weights), a Hub repo
-        id, a CPC_audio checkpoint (converted in memory) or a published name (``cpcspeech models``).
+        """Load a local model directory (config.json + model.safetensors) in eval mode, strictly.
 
-        Loading is strict: a missing or unexpected tensor raises ModelLoadError.
+        A training checkpoint folder (``checkpoints/step-NNNNNNNN``) is such a directory too. Any
+        other spec (a shipped name such as "default", a Hub repo id, a training run folder, a
+        published name, a CPC_audio checkpoint) or a ``revision`` raises ModelLoadError naming
+        their loader, :func:`cpcspeech.load_model`, which accepts every spec ``--model`` accepts.
         """
-        from cpcspeech.weights.resolve import load_model  # avoids a cycle: pretrained -> model
-
-        model, _ = load_model(str(name_or_path), revision=revision, map_location=map_location)
-        return model
+        path = Path(directory).expanduser()
+        if revision is None and (path / CONFIG_NAME).is_file():
+            return cls.from_directory(path, map_location=map_location).eval()
+        if revision is not None:
+            found = f"revision {revision!r}, which only a Hub repo id takes"
+        elif path.is_dir():
+            found = f"a folder without {CONFIG_NAME}"
+        else:
+            found = "a file" if path.exists() else "no such path"
+        spec = os.fspath(directory)
+        call = f"{spec!r}" + (f", revision={revision!r}" if revision is not None else "")
+        raise ModelLoadError(
+            f"CPCModel.from_pretrained({call}): expected a local model directory ({CONFIG_NAME} "
+            f"+ {WEIGHTS_NAME}), found {found}; for a shipped name, a Hub repo id, a training run, "
+            f"a published name or a CPC_audio checkpoint use cpcspeech.load_model({call}), which "
+            "returns (model, source)"
+        )
 
     @classmethod
     def from_directory(
         cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> "CPCModel":
-        """Load config.json + model.safetensors from a local directory, strictly."""
-        directory = Path(directory)
+        """Load config.json + model.safetensors from a local directory, strictly.
+
+        The model is returned in the mode a new module has (training); see :meth:`from_pretrained`
+        for eval mode.
+        """
         config = read_model_config(directory)  # every size within RANGES
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise ModelLoadError(f"{directory}: expected {WEIGHTS_NAME}, found none")
-        # Nothing is allocated until the header agrees with the config: a config.json asking for
-        # huge layers fails here, in milliseconds, whatever the weights file holds.
-        check_header_matches(cls, config, read_safetensors_header(weights), str(weights))
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except Exception as err:  # safetensors raises several types for corrupt files
-            raise ModelLoadError(
-                f"{weights}: not a valid safetensors file ({one_line(err)})"
-            ) from err
-        check_finite(state, str(weights))
+        state = read_checked_weights(cls, config, directory, map_location)
         model = cls(config)
-        load_state_strict(model, state, str(weights))
+        load_state_strict(model, state, str(Path(directory) / WEIGHTS_NAME))
         return model.to(map_location)
-
-
-def read_model_config(directory: str | os.PathLike) -> ModelConfig:
-    """Read and validate ``config.json`` written by :meth:`CPCModel.save_pretrained`."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise ModelLoadError(f"{directory}: expected a cpcspeech {CONFIG_NAME}, found none")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
-        found = meta.get("model_type") if isinstance(meta, dict) else type(meta).__name__
-        raise ModelLoadError(
-            f"{path}: expected model_type {MODEL_TYPE!r}, found {found!r}; "
-            "this is not a cpcspeech model"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path}: expected format_version {FORMAT_VERSION}, found "
-            f"{meta.get('format_version')!r}; upgrade cpcspeech"
-        )
-    values = {k: v for k, v in meta.items() if k not in ("model_type", "format_version")}
-    try:
-        return section_from_dict(ModelConfig, values, "model")
-    except Exception as err:
-        raise ModelLoadError(f"{path}: incompatible model config: {err}") from err
-
-
-def _names(names: list[str], limit: int = 4) -> str:
-    """A short list for an error message: the first few names and how many more."""
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return f"[{shown}{f', ... and {len(names) - limit} more' if len(names) > limit else ''}]"
-
-
-def _compare_shapes(
-    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: str
-) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"{source}: weights do not match the model config; missing {_names(missing)}, "
-            f"unexpected {_names(unexpected)}"
-        )
-    for key, shape in expected.items():
-        if tuple(found[key]) != tuple(shape):
-            raise ModelLoadError(
-                f"{source}: tensor {key} expected shape {tuple(shape)} (from the model config), "
-                f"found {tuple(found[key])}"
-            )
-
-
-SAFETENSORS_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
-
-
-def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Tensor name -> (dtype, shape) from a safetensors file's header, without reading tensors.
-
-    The format: 8 bytes little-endian header length n, then n bytes of JSON mapping each name to
-    ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets into the data after the header).
-    Offsets and sizes are checked against the file size, so the tensors can be no larger than
-    the file.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise _not_safetensors(path, f"{size} bytes")
-        length = int.from_bytes(prefix, "little")
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise _not_safetensors(path, f"header length {length} in a {size}-byte file")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _not_safetensors(path, f"header is not JSON: {err}") from None
-    if not isinstance(header, dict):
-        raise _not_safetensors(path, "header is not a mapping")
-    data_bytes = size - 8 - length
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (TypeError, KeyError, ValueError):
-            raise _not_safetensors(path, f"malformed entry {name!r}") from None
-        if dtype not in SAFETENSORS_FLOAT_DTYPES:
-            raise ModelLoadError(
-                f"{path}: tensor {name} expected a float dtype {SAFETENSORS_FLOAT_DTYPES}, "
-                f"found {dtype!r}"
-            )
-        itemsize = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}[dtype]
-        if any(d < 0 for d in shape) or not 0 <= begin <= end <= data_bytes:
-            raise _not_safetensors(
-                path, f"tensor {name} at bytes {begin}..{end} of {data_bytes}; truncated?"
-            )
-        if math.prod(shape) * itemsize != end - begin:
-            raise _not_safetensors(path, f"tensor {name} of shape {shape} in {end - begin} bytes")
-        out[name] = (dtype, shape)
-    return out
-
-
-def _not_safetensors(path: Path, reason: str) -> ModelLoadError:
-    return ModelLoadError(f"{path}: not a valid safetensors file ({reason})")
-
-
-def expected_shapes(cls: type, config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor name and shape the model built from ``config`` holds, on the meta device.
-
-    Built generically (no per-architecture arithmetic), and without allocating memory.
-    """
-    with torch.device("meta"):
-        model = cls(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def check_header_matches(
-    cls: type,
-    config: ModelConfig,
-    header: dict[str, tuple[str, tuple[int, ...]]],
-    source: str,
-) -> None:
-    """ModelLoadError unless the header holds exactly the tensors ``config`` implies."""
-    _compare_shapes(
-        expected_shapes(cls, config), {k: shape for k, (_, shape) in header.items()}, source
-    )
-
-
-def check_finite(state: dict[str, Tensor], source: str) -> None:
-    """ModelLoadError naming the first tensor that holds NaN or inf, and how many in all."""
-    bad = {}
-    for key, value in state.items():
-        if value.is_floating_point():
-            count = int(value.numel() - torch.isfinite(value).sum())
-            if count:
-                bad[key] = count
-    if bad:
-        first = next(iter(bad))
-        raise ModelLoadError(
-            f"{source}: expected finite weights, found {sum(bad.values())} NaN/inf value(s) in "
-            f"{len(bad)} tensor(s) (first: {first}, {bad[first]} of {state[first].numel()})"
-        )
-
-
-def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """load_state_dict with strict=True, re-raised as ModelLoadError naming the tensors."""
-    _compare_shapes(
-        {k: tuple(v.shape) for k, v in model.state_dict().items()},
-        {k: tuple(v.shape) for k, v in state.items()},
-        source,
-    )
-    model.load_state_dict(state, strict=True)

@@ -19,9 +19,9 @@ from torch import Tensor
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
 from cpcspeech.files import file_sha256, replace_folder, temp_dir
-from cpcspeech.model.cpc import WEIGHTS_NAME, CPCModel
+from cpcspeech.model import WEIGHTS_NAME, CPCModel
+from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
-CARD_NAME = "README.md"
 ARGS_NAME = "checkpoint_args.json"
 _RUN_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt")
 
@@ -58,6 +58,15 @@ LICENCE_NOTE = (
     "no separate licence is stated for the checkpoint files) and were trained on Libri-light, "
     "whose audio comes from LibriVox public-domain audiobooks."
 )
+
+
+CARD_SUMMARY = [
+    "A CPC_audio checkpoint converted by `cpcspeech convert`: the strided CNN encoder",
+    "(z_t, 10 ms frames at 16 kHz) and the recurrent context network (c_t). Loaded with",
+    "`torch.load(weights_only=True)` and mapped tensor by tensor (every source tensor used",
+    "once, every model tensor filled, shapes checked).",
+]
+"""The converted model card's opening paragraph, one item per line."""
 
 
 @dataclass(frozen=True)
@@ -340,27 +349,8 @@ def model_card(name: str, config: ModelConfig, ckpt: CPCAudioCheckpoint, weights
     original = json.dumps(ckpt.config, indent=2, sort_keys=True, default=str)
     ignored = ckpt.ignored or ("none",)
     lines = [
-        "---",
-        "library_name: cpcspeech",
-        "tags: [audio, speech, self-supervised-learning, contrastive-predictive-coding]",
-        "---",
-        "",
-        f"# {name}",
-        "",
-        "A CPC_audio checkpoint converted by `cpcspeech convert`: the strided CNN encoder",
-        "(z_t, 10 ms frames at 16 kHz) and the recurrent context network (c_t). Loaded with",
-        "`torch.load(weights_only=True)` and mapped tensor by tensor (every source tensor used",
-        "once, every model tensor filled, shapes checked).",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from cpcspeech import CPCModel",
-        "",
-        f'model = CPCModel.from_pretrained("{name}")  # a folder path or a Hub repo id org/name',
-        "c = model.extract(wav)  # wav: (N,) float32 at 16 kHz -> (T, D), T = (N + 1) // 160",
-        "```",
-        "",
+        *card_header(name, CARD_SUMMARY),
+        *usage_section(name, "wav: (N,) float32 at 16 kHz -> (T, D), T = (N + 1) // 160"),
         "Layers: `z`, `c` (top recurrent layer) and `c1`..`cN` (one recurrent layer each).",
         "",
         "## Source",
@@ -376,12 +366,7 @@ def model_card(name: str, config: ModelConfig, ckpt: CPCAudioCheckpoint, weights
         "best epoch's copy; none of them is part of the feature model): "
         + ", ".join(f"`{n}`" for n in ignored),
         "",
-        "## Model",
-        "",
-        "| field | value |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in asdict(config).items()],
-        "",
+        *config_table(asdict(config)),
         "Original CPC_audio configuration:",
         "",
         "```json",

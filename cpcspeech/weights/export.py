@@ -14,11 +14,10 @@ import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
 from cpcspeech.files import check_writable_folder, replace_folder, temp_dir
+from cpcspeech.model import CONFIG_NAME, WEIGHTS_NAME, CPCModel, read_model_config
+from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 from cpcspeech.weights.resolve import (
-    CARD_NAME,
-    CONFIG_NAME,
     HUB_FILES,
-    WEIGHTS_NAME,
     ModelSource,
     locate_model,
     parse_repo_spec,
@@ -40,14 +39,12 @@ def export_model(
 ) -> ExportResult:
     """Write ``out_dir`` = config.json + model.safetensors + README.md from a checkpoint.
 
-    ``checkpoint`` is any local spec :func:`cpcspeech.pretrained.locate_model` accepts: a
+    ``checkpoint`` is any local spec :func:`cpcspeech.weights.resolve.locate_model` accepts: a
     checkpoint folder, a run folder (best or latest checkpoint) or a model directory. The weights
     are validated by a strict load and copied byte for byte; the card is built from the
     checkpoint's config.yaml and meta.json. The folder is assembled in a temporary sibling and
     renamed into place, so an interrupted export leaves no half-written model directory.
     """
-    from cpcspeech.model.cpc import CPCModel, read_model_config
-
     if not Path(checkpoint).exists():
         raise ModelLoadError(
             f"export: expected a local checkpoint, run folder or model directory, found no path "
@@ -114,6 +111,28 @@ def _fmt(value: Any, unit: str = "", digits: int = 4) -> str:
     return f"{value}{unit}"
 
 
+CARD_SUMMARY = [
+    "A Contrastive Predictive Coding speech encoder (van den Oord et al. 2018, section",
+    "3.1): a strided CNN encoder g_enc (samples -> z_t, 10 ms frames at 16 kHz) and a",
+    "recurrent context network g_ar (z_<=t -> c_t). The W_k prediction heads are not",
+    "included: they are only needed for pre-training.",
+]
+"""The exported model card's opening paragraph, one item per line."""
+
+PROBE_SECTION = [
+    "## Probe results",
+    "",
+    "Not measured. Linear-probe accuracies (phone per frame, speaker) have not been run for",
+    "these weights yet; see `cpcspeech probe` and fill this table with the measured numbers.",
+    "",
+    "| probe | accuracy |",
+    "|---|---|",
+    "| phone (per frame) | not measured |",
+    "| speaker | not measured |",
+    "",
+]
+
+
 def build_model_card(
     name: str,
     model_config: dict[str, Any],
@@ -128,64 +147,42 @@ def build_model_card(
     the card then says "unknown"). Data paths are shortened to their last component, so the card
     does not publish the training machine's folder layout.
     """
-    meta = meta or {}
-    cfg = json.loads(json.dumps(train_config)) if train_config else None
-    if cfg and isinstance(cfg.get("data"), dict):
-        for key in PATH_KEYS:
-            value = cfg["data"].get(key)
-            if isinstance(value, str) and value:
-                cfg["data"][key] = Path(value).name
-    audio_seconds = meta.get("audio_seconds")
-    wall_seconds = meta.get("wall_seconds")
     lines = [
-        "---",
-        "library_name: cpcspeech",
-        "tags: [audio, speech, self-supervised-learning, contrastive-predictive-coding]",
-        "---",
-        "",
-        f"# {name}",
-        "",
-        "A Contrastive Predictive Coding speech encoder (van den Oord et al. 2018, section",
-        "3.1): a strided CNN encoder g_enc (samples -> z_t, 10 ms frames at 16 kHz) and a",
-        "recurrent context network g_ar (z_<=t -> c_t). The W_k prediction heads are not",
-        "included: they are only needed for pre-training.",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from cpcspeech import CPCModel",
-        "",
-        f'model = CPCModel.from_pretrained("{name}")  # a folder path or a Hub repo id org/name',
-        "c = model.extract(wav)  # wav: (N,) float32 at 16 kHz -> c: (T, 256), T = (N + 1) // 160",
-        "```",
-        "",
+        *card_header(name, CARD_SUMMARY),
+        *usage_section(name, "wav: (N,) float32 at 16 kHz -> c: (T, 256), T = (N + 1) // 160"),
         "or `cpcspeech extract AUDIO... --model MODEL --out feats.npy`.",
         "",
-        "## Model",
-        "",
-        "| field | value |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in model_config.items()],
-        "",
+        *config_table(model_config),
         f"Weights: `{WEIGHTS_NAME}`, sha256 `{sha256}`.",
         "",
+        *training_section(meta or {}, source),
+        "",
+        "Training configuration (config.yaml; data paths shortened):",
+        "",
+        *_train_config_block(train_config),
+        "",
+        *PROBE_SECTION,
+    ]
+    return "\n".join(lines)
+
+
+def _hours(seconds: Any) -> str:
+    """ "7200 s (2.00 h)" for a number of seconds, else "unknown"."""
+    if isinstance(seconds, int | float):
+        return f"{seconds:.0f} s ({seconds / 3600:.2f} h)"
+    return "unknown"
+
+
+def training_section(meta: dict[str, Any], source: ModelSource | None) -> list[str]:
+    """The card's "## Training" table from a checkpoint's meta.json (its rows, no blank after)."""
+    lines = [
         "## Training",
         "",
         "| | |",
         "|---|---|",
         f"| steps | {_fmt(meta.get('step'))} |",
-        "| audio seen | "
-        + (
-            f"{audio_seconds:.0f} s ({audio_seconds / 3600:.2f} h) |"
-            if isinstance(audio_seconds, int | float)
-            else "unknown |"
-        ),
-        "| wall time | "
-        + (
-            f"{wall_seconds:.0f} s ({wall_seconds / 3600:.2f} h) |"
-            if isinstance(wall_seconds, int | float)
-            else "unknown |"
-        ),
+        f"| audio seen | {_hours(meta.get('audio_seconds'))} |",
+        f"| wall time | {_hours(meta.get('wall_seconds'))} |",
         f"| hardware | {_fmt(meta.get('hardware'))} |",
         f"| train loss (InfoNCE) | {_fmt(meta.get('train_loss'))} |",
         f"| valid loss (InfoNCE) | {_fmt(meta.get('valid_loss'))} |",
@@ -197,25 +194,20 @@ def build_model_card(
     if source is not None:
         how = source.detail or source.kind
         lines.append(f"| exported from | `{source.directory.name}` ({how}) |")
-    lines += ["", "Training configuration (config.yaml; data paths shortened):", ""]
-    if cfg:
-        lines += ["```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
-    else:
-        lines.append("unknown (the checkpoint had no config.yaml)")
-    lines += [
-        "",
-        "## Probe results",
-        "",
-        "Not measured. Linear-probe accuracies (phone per frame, speaker) have not been run for",
-        "these weights yet; see `cpcspeech probe` and fill this table with the measured numbers.",
-        "",
-        "| probe | accuracy |",
-        "|---|---|",
-        "| phone (per frame) | not measured |",
-        "| speaker | not measured |",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+def _train_config_block(train_config: dict[str, Any] | None) -> list[str]:
+    """config.yaml as a YAML block with data paths cut to their last component."""
+    cfg = json.loads(json.dumps(train_config)) if train_config else None
+    if not cfg:
+        return ["unknown (the checkpoint had no config.yaml)"]
+    if isinstance(cfg.get("data"), dict):
+        for key in PATH_KEYS:
+            value = cfg["data"].get(key)
+            if isinstance(value, str) and value:
+                cfg["data"][key] = Path(value).name
+    return ["```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```"]
 
 
 def push_model(
@@ -230,8 +222,6 @@ def push_model(
     The folder is first loaded strictly and must hold a model card. Only config.json,
     model.safetensors and README.md are uploaded. ``revision`` is a branch, created if missing.
     """
-    from cpcspeech.model.cpc import CPCModel
-
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ModelLoadError(f"push: expected a model directory, found no folder {out_dir}")

@@ -4,27 +4,31 @@ A spec is a shipped short name, a local model directory, a training checkpoint o
 Hugging Face Hub repo id ``org/name[@revision]``. Only safetensors weights are ever loaded.
 """
 
-import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
 
 from cpcspeech.errors import ModelLoadError
+from cpcspeech.files import file_sha256
+from cpcspeech.model import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CPCModel,
+    is_model_dir,
+    random_model,
+    read_model_config,
+)
 from cpcspeech.runtime import one_line
-
-if TYPE_CHECKING:
-    import torch
-
-    from cpcspeech.model.cpc import CPCModel
+from cpcspeech.weights.card import CARD_NAME
+from cpcspeech.weights.convert import convert_checkpoint, is_cpc_audio_source, pick_run_checkpoint
+from cpcspeech.weights.published import PUBLISHED, base_url, cache_state, resolve_published
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"  # the same names as cpcspeech.model.cpc (kept here to avoid a cycle)
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 """The only files fetched from a Hub repo: never ``*.bin`` / pickles."""
 
@@ -98,8 +102,6 @@ class ModelSource:
         ``short`` leaves out local folders and details (for figure titles, which get published).
         """
         if self.kind == "cpc_audio":
-            from cpcspeech.files import file_sha256
-
             digest = file_sha256(self.checkpoint)[:12]
             if short:
                 return f"CPC_audio checkpoint {self.checkpoint.name!r}, sha256 {digest}..."
@@ -148,7 +150,7 @@ def resolve_model_dir(name: str, revision: str | None = None) -> Path:
     if source.kind == "cpc_audio":
         raise ModelLoadError(
             f"model {name!r} is a CPC_audio checkpoint, not a model directory; load it with "
-            "cpcspeech.pretrained.load_model or CPCModel.from_pretrained, or write a model "
+            "cpcspeech.load_model, or write a model "
             "directory from it with `cpcspeech convert`"
         )
     return source.directory
@@ -157,17 +159,15 @@ def resolve_model_dir(name: str, revision: str | None = None) -> Path:
 def load_model(
     spec: str | os.PathLike,
     revision: str | None = None,
-    map_location: "str | torch.device" = "cpu",
-) -> "tuple[CPCModel, ModelSource]":
+    map_location: str | torch.device = "cpu",
+) -> tuple[CPCModel, ModelSource]:
     """The one loader behind every ``--model``: any spec -> (CPCModel in eval mode, its source).
 
     Everything :func:`resolve_model_dir` accepts, plus a CPC_audio checkpoint (a release
     ``*.pt`` file or a run folder with ``checkpoint_args.json``), converted in memory under the
     rules of ``cpcspeech convert`` (tensors-only loading, strict name map).
+    ``CPCModel.from_pretrained`` loads a local model directory only; this loads everything.
     """
-    from cpcspeech.model.cpc import CPCModel
-    from cpcspeech.weights.convert import convert_checkpoint
-
     source = locate_model(spec, revision)
     if source.kind == "cpc_audio":
         name = source.checkpoint.name if source.directory.is_dir() else None
@@ -175,6 +175,23 @@ def load_model(
     else:
         model = CPCModel.from_directory(source.directory, map_location=map_location)
     return model.to(map_location).eval(), source
+
+
+RANDOM_SPEC = "random"
+"""The ``--model`` of extract and tsne that names an untrained, seeded model (a baseline)."""
+
+
+def load_model_for_cli(spec: str, seed: int = 0, short: bool = False) -> tuple[CPCModel, str]:
+    """``--model`` of extract and tsne: ``"random"`` -> :func:`cpcspeech.model.random_model`
+    (``seed``; the global RNG is left alone), anything else -> :func:`load_model`.
+
+    Returns the model in eval mode, on the CPU, and a one-line description of its weights
+    (``short``: without local paths, see :meth:`ModelSource.describe`).
+    """
+    if spec == RANDOM_SPEC:
+        return random_model(seed).eval(), f"random init (seed {seed})"
+    model, source = load_model(spec)
+    return model, source.describe(short=short)
 
 
 def locate_model(
@@ -190,8 +207,6 @@ def locate_model(
     if spec in ALIASES or spec in SHIPPED:
         _no_revision(spec, revision, "a shipped model")
         return shipped_source(spec)
-    from cpcspeech.weights.published import PUBLISHED, resolve_published
-
     if spec in PUBLISHED:
         _no_revision(spec, revision, "a published checkpoint")
         found = resolve_published(spec)
@@ -200,8 +215,6 @@ def locate_model(
     path = Path(spec).expanduser()
     if path.exists():
         _no_revision(spec, revision, "a local path")
-        from cpcspeech.weights.convert import is_cpc_audio_source, pick_run_checkpoint
-
         if is_cpc_audio_source(path):
             checkpoint = path if path.is_file() else pick_run_checkpoint(path)
             detail = f"CPC_audio checkpoint {checkpoint.name}, converted in memory"
@@ -243,13 +256,11 @@ def list_models() -> list[ModelEntry]:
 
     Looks at the package and the cache only: no network.
     """
-    from cpcspeech.weights.published import PUBLISHED, base_url, cache_state
-
     rows = []
     for name, entry in SHIPPED.items():
         aliases = [a for a, target in ALIASES.items() if target == name]
         label = name + (f" (= {', '.join(aliases)})" if aliases else "")
-        installed = any(_is_model_dir(folder) for folder in shipped_candidates(entry.folder))
+        installed = any(is_model_dir(folder) for folder in shipped_candidates(entry.folder))
         rows.append(
             ModelEntry(label, "shipped", entry.description, "inside the package",
                        "installed" if installed else "not installed")
@@ -305,10 +316,6 @@ def _no_revision(spec: str, revision: str | None, what: str) -> None:
         )
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
-
-
 def _checkpoint_step(path: Path) -> int | None:
     """step-00001000 -> 1000; None for anything else."""
     match = re.fullmatch(r"step-(\d+)", path.name)
@@ -321,7 +328,7 @@ def _local_source(path: Path, spec: str) -> ModelSource:
             f"model {spec!r}: expected a directory (config.json + model.safetensors), found a "
             f"file; pass its folder {str(path.parent)!r} instead"
         )
-    if _is_model_dir(path):
+    if is_model_dir(path):
         is_checkpoint = (path / "meta.json").is_file() or _checkpoint_step(path) is not None
         return ModelSource("checkpoint" if is_checkpoint else "directory", path, spec)
     if (path / "checkpoints").is_dir():
@@ -342,7 +349,7 @@ def _pick_checkpoint(folder: Path, spec: str) -> ModelSource:
     if best_file.is_file():
         name = best_file.read_text(encoding="utf-8").strip()
         chosen = folder / name
-        if not name or "/" in name or "\\" in name or not _is_model_dir(chosen):
+        if not name or "/" in name or "\\" in name or not is_model_dir(chosen):
             raise ModelLoadError(
                 f"{best_file} names {name!r}, expected a checkpoint folder beside it holding "
                 f"{CONFIG_NAME} + {WEIGHTS_NAME}; found none. Pass a checkpoint folder directly"
@@ -350,13 +357,13 @@ def _pick_checkpoint(folder: Path, spec: str) -> ModelSource:
         detail = f"best checkpoint named by {best_file}"
         logger.info("model %r: using %s (%s)", spec, chosen, detail)
         return ModelSource("checkpoint", chosen, spec, detail=detail)
-    if (folder / "best").is_dir() and _is_model_dir(folder / "best"):
+    if (folder / "best").is_dir() and is_model_dir(folder / "best"):
         detail = "best checkpoint (checkpoints/best)"
         return ModelSource("checkpoint", folder / "best", spec, detail=detail)
     steps = [
         (step, p)
         for p in folder.iterdir()
-        if (step := _checkpoint_step(p)) is not None and p.is_dir() and _is_model_dir(p)
+        if (step := _checkpoint_step(p)) is not None and p.is_dir() and is_model_dir(p)
     ]
     if not steps:
         raise ModelLoadError(
@@ -495,9 +502,7 @@ def _repo_files(repo_id: str, commit: str) -> list[str] | None:
 
 def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> None:
     """A downloaded snapshot must hold our config.json and safetensors weights."""
-    if _is_model_dir(folder):
-        from cpcspeech.model.cpc import read_model_config
-
+    if is_model_dir(folder):
         try:
             read_model_config(folder)
         except ModelLoadError as err:
@@ -526,29 +531,19 @@ def _check_hub_folder(folder: Path, repo_id: str, label: str, commit: str) -> No
 def download_model(spec: str, revision: str | None = None) -> ModelSource:
     """Pre-fetch a Hub model or a published name into the cache (for later offline use) and
     check it loads."""
-    from cpcspeech.weights.published import PUBLISHED
-
     if spec in PUBLISHED:
         _no_revision(spec, revision, "a published checkpoint")
         source = locate_model(spec)  # download, verify and convert into the cache
-        from cpcspeech.model.cpc import CPCModel
-
         CPCModel.from_directory(source.directory)
         return source
     repo_id, repo_revision = parse_repo_spec(spec, revision)
     if Path(spec).exists():
         raise ModelLoadError(f"{spec!r} is a local path; download expects a Hub repo id org/name")
     source = hub_source(repo_id, repo_revision)
-    from cpcspeech.model.cpc import CPCModel
-
     CPCModel.from_directory(source.directory)  # strict load: fail now, not when offline later
     return source
 
 
 def weights_sha256(directory: str | os.PathLike) -> str:
     """Hex sha256 of ``directory/model.safetensors``."""
-    digest = hashlib.sha256()
-    with open(Path(directory) / WEIGHTS_NAME, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(Path(directory) / WEIGHTS_NAME)
