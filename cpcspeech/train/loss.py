@@ -13,7 +13,8 @@ from cpcspeech.config import LossConfig
 from cpcspeech.errors import CPCSpeechError
 
 NEGATIVE_MODES = ("mixed", "same_speaker", "mixed_other_seq", "same_speaker_other_seq", "same_seq")
-SPEAKER_MODES = ("same_speaker", "same_speaker_other_seq")
+# the negative modes that draw by speaker, so need speaker labels (not eval.probes.SPEAKER_MODES)
+NEGATIVE_MODES_NEEDING_SPEAKERS = ("same_speaker", "same_speaker_other_seq")
 
 
 class NegativeSamplingError(CPCSpeechError, ValueError):
@@ -150,7 +151,7 @@ def sample_negative_indices(
     if bool((windows_per_anchor == 0).any()):
         empty = torch.nonzero(windows_per_anchor == 0).flatten().tolist()
         detail = ""
-        if speakers is not None and mode in SPEAKER_MODES:
+        if speakers is not None and mode in NEGATIVE_MODES_NEEDING_SPEAKERS:
             detail = f" (speakers {speakers[empty].tolist()} have a single window in the batch)"
         raise NegativeSamplingError(
             f"negative mode {mode!r}: expected at least one window to draw negatives from for "
