@@ -20,15 +20,11 @@ from safetensors.torch import load_file
 from cpcspeech.config import load_config
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.model.cpc import CPCModel
-from cpcspeech.train.loop import (
-    TrainingError,
-    cpu_lacks_bf16,
-    list_checkpoints,
-    load_trainer_state,
-    make_objective,
-    step_seed,
-    train,
-)
+from cpcspeech.runtime import cpu_lacks_bf16
+from cpcspeech.train import TrainingError, train
+from cpcspeech.train.checkpoints import list_checkpoints, load_trainer_state
+from cpcspeech.train.objective import make_objective, step_seed
+from cpcspeech.train.state import TrainProgress, rng_state
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"
@@ -462,3 +458,50 @@ def test_a_checkpoint_written_before_the_split_resumes_exactly(tmp_path):
         assert list(a) == list(b)
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def _assert_same_state(a, b, where="trainer.pt"):
+    """Two nested states equal key for key (in order), tensors bit for bit."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def test_progress_maps_to_and_from_the_saved_state_exactly():
+    """TrainProgress.from_state then to_state gives back the old code's trainer.pt, bit for bit;
+    meta.json's fields come from the same progress."""
+    folder = COMPAT / "run" / "checkpoints" / "step-00000002"
+    old = load_trainer_state(folder / "trainer.pt")
+    progress = TrainProgress.from_state(old)
+    assert progress.step == 2 and progress.best_name == "step-00000002"
+    assert math.isnan(progress.train_loss) and progress.valid_accuracy is None
+    _assert_same_state(progress.to_state(old["optimizer"], old["scheduler"], old["rng"]), old)
+    meta = json.loads((folder / "meta.json").read_text())
+    progress.valid_accuracy, progress.train_loss = meta["valid_accuracy"], meta["train_loss"]
+    assert progress.to_meta(meta["hardware"]) == {k: v for k, v in meta.items() if k != "sha256"}
+    # A checkpoint from before budgets existed has no cpu_seconds: it reads as 0.
+    older = {k: v for k, v in old.items() if k != "cpu_seconds"}
+    assert TrainProgress.from_state(older).cpu_seconds == 0.0
+    assert list(rng_state()) in (["torch", "python"], ["torch", "python", "cuda"])
+
+
+def test_old_flat_names_still_import_with_a_warning():
+    import cpcspeech.train as package
+    from cpcspeech.train import checkpoints
+
+    with pytest.warns(DeprecationWarning, match="cpcspeech.train.checkpoints.list_checkpoints"):
+        assert package.list_checkpoints is checkpoints.list_checkpoints
+    with pytest.raises(AttributeError, match="no_such_name"):
+        package.no_such_name  # noqa: B018
