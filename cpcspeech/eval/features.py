@@ -14,9 +14,10 @@ from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.eval.mfcc import MFCC_DIM, mfcc_features
 from cpcspeech.files import file_sha256
 from cpcspeech.io.alignments import Alignment, match_frames
-from cpcspeech.io.audio import load_audio
 from cpcspeech.io.corpus import Utterance
+from cpcspeech.model import random_model
 from cpcspeech.model.cpc import CPCModel
+from cpcspeech.runtime import progress_bar
 from cpcspeech.weights.resolve import load_model, weights_sha256
 
 # ----- feature sources -----
@@ -44,7 +45,7 @@ class FeatureSource:
         """(T, dim) float32 features of one utterance."""
         if self.read is not None:
             return self.read(utterance)
-        return self.extract(load_audio(utterance.path))
+        return self.extract(utterance.load())  # (N,) float32 at 16 kHz
 
 
 def cpc_source(model: CPCModel, name: str, layer: str = "c", identity: str = "") -> FeatureSource:
@@ -67,13 +68,6 @@ def cpc_source(model: CPCModel, name: str, layer: str = "c", identity: str = "")
         identity=identity or parameters_sha256(model),
         layer=layer,
     )
-
-
-def random_model(seed: int = 0) -> CPCModel:
-    """An untrained CPCModel with PyTorch's default init, seeded; the global RNG is left as is."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CPCModel()
 
 
 def parameters_sha256(model: torch.nn.Module) -> str:
@@ -133,7 +127,7 @@ def load_feature_source(
     spec: str, layer: str = "c", seed: int = 0, device: str | torch.device = "cpu"
 ) -> FeatureSource:
     """``"mfcc"`` (39-d), ``"random"`` (seeded untrained CPCModel), a folder of ``.npy``
-    features, or anything ``CPCModel.from_pretrained`` accepts (a model or checkpoint directory,
+    features, or anything :func:`cpcspeech.load_model` accepts (a model or checkpoint directory,
     "default", a Hub id)."""
     if spec == "mfcc":
         return FeatureSource(
@@ -149,6 +143,25 @@ def load_feature_source(
     weights = source.checkpoint if source.kind == "cpc_audio" else source.directory
     identity = file_sha256(weights) if weights.is_file() else weights_sha256(weights)
     return cpc_source(model, str(spec), layer, identity=identity)
+
+
+BASELINES = ("random", "mfcc")
+
+
+def table_specs(model_spec: str | None, baselines: bool = True) -> list[str]:
+    """The feature sources of a table's rows: the baselines (random init, MFCC) unless
+    ``baselines`` is False, then ``model_spec`` unless it is None or already a baseline row."""
+    specs = list(BASELINES) if baselines else []
+    return specs + ([model_spec] if model_spec and model_spec not in specs else [])
+
+
+def method_name(spec: str) -> str:
+    """The row name of a ``--model`` spec in the probe and ABX tables."""
+    if spec == "random":
+        return "Random initialization"
+    if spec == "mfcc":
+        return "MFCC features"
+    return f"CPC ({spec})"
 
 
 # ----- per-frame feature sets -----
@@ -217,7 +230,7 @@ def extract_frames(
     chunks: list[np.ndarray] = []
     offsets = np.zeros(len(utterances) + 1, dtype=np.int64)
     row = 0
-    with progress_bar(progress) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task(description, total=len(utterances))
         for i, utt in enumerate(utterances):
             feats = source.utterance_features(utt)  # (T, D)
@@ -237,27 +250,3 @@ def extract_frames(
         features = np.concatenate(chunks) if chunks else np.zeros((0, source.dim), dtype=np.float32)
         return FrameSet(features, None, offsets, utterances)
     return FrameSet(features[:row], phones[:row], offsets, utterances)
-
-
-def progress_bar(enabled: bool):
-    """A rich progress bar on stderr; ``enabled=False`` gives rich's own no-op (``disable``)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
