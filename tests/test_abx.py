@@ -13,19 +13,18 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.eval.abx import (
+from cpcspeech.eval.abx import AbxOptions, abx_errors, abx_items
+from cpcspeech.eval.data import resolve_eval_data
+from cpcspeech.eval.dtw import dtw, frame_distances, prepare_frames
+from cpcspeech.eval.features import load_feature_source
+from cpcspeech.eval.items import (
     Items,
-    abx_errors,
     collect_tokens,
-    dtw,
-    frame_distances,
     items_from_alignment,
-    prepare_frames,
     read_item_file,
     token_frames,
     write_item_file,
 )
-from cpcspeech.eval.features import load_feature_source
 from cpcspeech.io.alignments import CANONICAL_INDEX, Alignment
 
 REFERENCE = Path(__file__).parent / "data" / "abx"
@@ -253,3 +252,22 @@ def test_cli_abx_error_is_one_line(tmp_path):
     result = runner.invoke(app, ["abx", "--data", str(data), "--model", "mfcc", "--quiet"])
     assert result.exit_code == 2
     assert "expected phone labels (--labels) or an --item file" in result.output
+
+
+def test_abx_items_come_from_the_test_split_or_an_item_file(tmp_path):
+    data = tone_corpus(tmp_path / "data")
+    (data / "test_split.txt").write_text("spk_a-0\nspk_b-0\n")
+    evaluation = resolve_eval_data(data, data / "labels.txt", splits=("test",), required=())
+    utterances, items = abx_items(evaluation)
+    assert [u.utt_id for u in utterances] == ["spk_a-0", "spk_b-0"]
+    assert set(items.files) == {"spk_a-0", "spk_b-0"} and set(items.speakers) == {"spk_a", "spk_b"}
+    write_item_file(Items(*(column[:1] for column in (
+        items.files, items.onsets, items.offsets, items.phones, items.prev, items.next,
+        items.speakers,
+    ))), tmp_path / "one.item")  # fmt: skip
+    chosen, read = abx_items(evaluation, tmp_path / "one.item")
+    assert [u.utt_id for u in chosen] == ["spk_a-0"] and len(read) == 1
+    with pytest.raises(CPCSpeechError, match="expected phone labels"):
+        abx_items(resolve_eval_data(data, splits=("test",), required=()))
+    with pytest.raises(CPCSpeechError, match="ABX distance: expected one of angular"):
+        AbxOptions(distance="cosine")
