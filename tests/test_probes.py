@@ -1,6 +1,7 @@
 """Linear probes, the MFCC baseline and Table 1 on synthetic corpora (and the shared data)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +10,18 @@ import soundfile as sf
 import torch
 
 from cpcspeech.errors import AlignmentError, CPCSpeechError
-from cpcspeech.eval.features import extract_frames, load_feature_source
+from cpcspeech.eval.data import resolve_eval_data
+from cpcspeech.eval.features import extract_frames, load_feature_source, table_specs
 from cpcspeech.eval.mfcc import mfcc_features
 from cpcspeech.eval.probes import (
-    SupervisedBudget,
+    ProbeOptions,
     accuracy,
     probe_source,
-    resolve_probe_data,
     run_probe,
-    run_table,
     train_probe,
 )
+from cpcspeech.eval.supervised import SupervisedBudget
+from cpcspeech.eval.table import run_table
 from cpcspeech.io.alignments import CANONICAL_INDEX, label_frames
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
@@ -27,6 +29,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speecho
 # Synthetic "phones": a tone per class; speakers differ by a low hum and loudness.
 TONES = {"SIL": None, "AA": 400.0, "S": 3000.0, "M": 1200.0}
 SPEAKERS = {"spk_a": (90.0, 0.3), "spk_b": (170.0, 0.6)}
+QUIET = ProbeOptions(progress=False)
 
 
 def _synthetic_corpus(root: Path, utts_per_speaker: int = 6, seed: int = 0) -> Path:
@@ -131,29 +134,30 @@ def test_mfcc_frame_count_for_every_length_near_boundaries():
 
 
 def test_mfcc_phone_and_speaker_probes_on_synthetic_corpus(corpus):
-    phone = run_probe("phone", corpus, corpus / "converted_aligned_phones.txt", "mfcc",
-                      progress=False)  # fmt: skip
+    labelled = resolve_eval_data(corpus, corpus / "converted_aligned_phones.txt")
+    phone = run_probe("phone", labelled, "mfcc", QUIET)
     assert phone.accuracy > 0.9 and phone.n_classes == 41
     assert phone.n_train_frames > phone.n_test_frames > 0
-    speaker = run_probe("speaker", corpus, None, "mfcc", progress=False)
+    speaker = run_probe("speaker", resolve_eval_data(corpus), "mfcc", QUIET)
     assert speaker.accuracy > 0.9 and speaker.n_classes == 2
-    utterance = run_probe("speaker", corpus, None, "mfcc", speaker_mode="utterance",
-                          progress=False)  # fmt: skip
+    utterance = run_probe("speaker", resolve_eval_data(corpus), "mfcc",
+                          ProbeOptions(speaker_mode="utterance", progress=False))  # fmt: skip
     assert utterance.n_train_frames == 8 and utterance.n_test_frames == 4
 
 
 def test_frames_pair_with_labels_and_cache_is_reused(corpus):
-    data = resolve_probe_data(corpus, corpus / "converted_aligned_phones.txt")
+    data = resolve_eval_data(corpus, corpus / "converted_aligned_phones.txt")
     source = load_feature_source("random", seed=0)
     frames = extract_frames(source, data.test, data.alignment, progress=False)
     assert frames.features.shape == (frames.num_frames, 256)
     # encoder gives (N + 1) // 160 frames; paired with labels the count is the label count
     assert frames.num_frames == sum(len(data.alignment[u.utt_id]) for u in data.test)
     cache = {}
-    first = probe_source("phone", source, data, "random", epochs=1, cache=cache, progress=False)
+    one_epoch = ProbeOptions(epochs=1, progress=False)
+    first = probe_source("phone", source, data, "random", one_epoch, cache=cache)
     assert set(cache) == {(source.name, "train"), (source.name, "test")}
     cached = cache[(source.name, "test")]
-    second = probe_source("speaker", source, data, "random", epochs=1, cache=cache, progress=False)
+    second = probe_source("speaker", source, data, "random", one_epoch, cache=cache)
     assert cache[(source.name, "test")] is cached and first.n_test_frames == second.n_test_frames
 
 
@@ -163,19 +167,18 @@ def test_labels_too_short_for_the_audio_are_an_error(corpus, tmp_path):
     bad = tmp_path / "labels.txt"
     bad.write_text("\n".join(cut) + "\n")
     with pytest.raises(AlignmentError, match="differ by more than 2"):
-        run_probe("phone", corpus, bad, "mfcc", progress=False)
+        run_probe("phone", resolve_eval_data(corpus, bad), "mfcc", QUIET)
     missing = tmp_path / "missing.txt"
     missing.write_text("\n".join(lines[1:]) + "\n")
     with pytest.raises(AlignmentError, match="have no labels"):
-        run_probe("phone", corpus, missing, "mfcc", progress=False)
+        run_probe("phone", resolve_eval_data(corpus, missing), "mfcc", QUIET)
 
 
 def test_table_has_every_row_and_is_written(corpus, tmp_path):
     budget = SupervisedBudget(steps=2, batch_size=2, window=3200)
-    results, table = run_table(
-        corpus, corpus / "converted_aligned_phones.txt", tmp_path / "out", epochs=2,
-        supervised=budget, progress=False,
-    )  # fmt: skip
+    data = resolve_eval_data(corpus, corpus / "converted_aligned_phones.txt")
+    options = ProbeOptions(epochs=2, progress=False)
+    results, table = run_table(data, tmp_path / "out", options, supervised=budget)
     assert [(r.method, r.task) for r in results] == [
         ("Random initialization", "phone"),
         ("Random initialization", "speaker"),
@@ -193,20 +196,73 @@ def test_table_has_every_row_and_is_written(corpus, tmp_path):
     assert supervised.n_test_frames == results[0].n_test_frames and supervised.n_classes == 41
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(CPCSpeechError, match="expected --model or --supervised-steps"):
-        run_table(corpus, corpus / "converted_aligned_phones.txt", tmp_path / "o", baselines=False)
+        run_table(data, tmp_path / "o", baselines=False)
 
 
 def test_config_yaml_and_missing_lists(corpus, tmp_path):
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"data:\n  root: {corpus}\n")
-    data = resolve_probe_data(conf, None)
+    data = resolve_eval_data(conf)
     assert len(data.train) == 8 and len(data.test) == 4 and data.alignment is None
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("wav.scp", "utt2spk"):
         (bare / name).write_text((corpus / name).read_text().replace("wavs/", f"{corpus}/wavs/"))
     with pytest.raises(CPCSpeechError, match="train_split.txt"):
-        resolve_probe_data(bare, None)
+        resolve_eval_data(bare)
+
+
+def test_eval_data_is_resolved_once_with_the_split_rules(corpus, tmp_path):
+    """One function resolves every evaluation's data: both split files required (probes), one
+    split that falls back to every utterance (ABX, units fit), disjoint train and test lists."""
+    labels = corpus / "converted_aligned_phones.txt"
+    data = resolve_eval_data(corpus, labels)
+    assert [u.utt_id for u in data.test] == (corpus / "test_split.txt").read_text().split()
+    assert data.label_format == "cpc" and data.labels == str(labels)
+    assert data.speakers == {"spk_a": 0, "spk_b": 1} and data.root == corpus
+    assert data.utterances == data.train + data.test
+    only_test = resolve_eval_data(corpus, labels, splits=("test",), required=())
+    assert only_test.train == () and only_test.test == data.test
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("wav.scp", "utt2spk"):
+        (bare / name).write_text((corpus / name).read_text().replace("wavs/", f"{corpus}/wavs/"))
+    everything = resolve_eval_data(bare, splits=("test",), required=())
+    assert len(everything.test) == 12 and everything.alignment is None
+    with pytest.raises(CPCSpeechError, match=r"test_split.txt \(or pass --test-list\)"):
+        resolve_eval_data(bare, splits=("test",))
+    with pytest.raises(CPCSpeechError, match="train and test lists share 4 utterances"):
+        resolve_eval_data(corpus, train_list=corpus / "test_split.txt")
+    with pytest.raises(CPCSpeechError, match="expected train and/or test, found \\['dev'\\]"):
+        resolve_eval_data(corpus, splits=("dev",))
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"speaker_mode": "chunk"}, "speaker mode: expected one of frame, utterance"),
+        ({"layer": "q"}, "--layer: expected c, z or c1..cN, found 'q'"),
+        ({"hidden": -1}, "--hidden: expected 0 (linear) or a width >= 1, found -1"),
+        ({"epochs": 0}, "--epochs: expected >= 1, found 0"),
+        ({"device": "tpu"}, "--device: expected auto, cpu, cuda or cuda:N, found 'tpu'"),
+    ],
+)
+def test_probe_options_are_checked_when_built(options, fragment):
+    with pytest.raises(CPCSpeechError, match=re.escape(fragment)):
+        ProbeOptions(**options)
+    assert ProbeOptions(device="auto").device.type in ("cpu", "cuda")
+
+
+def test_table_rows_and_result_summary(corpus, tmp_path):
+    assert table_specs("mfcc") == ["random", "mfcc"]
+    assert table_specs("my/model") == ["random", "mfcc", "my/model"]
+    assert table_specs("mfcc", baselines=False) == ["mfcc"]
+    assert table_specs(None, baselines=False) == []
+    with pytest.raises(AlignmentError, match="--table needs --labels"):
+        run_table(resolve_eval_data(corpus), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(CPCSpeechError, match="probe task: expected one of phone, speaker"):
+        run_probe("vowel", resolve_eval_data(corpus), "mfcc", QUIET)
 
 
 def test_cli_probe(corpus, tmp_path):
@@ -290,14 +346,15 @@ def test_real_mfcc_phone_probe_subset_is_above_chance(tmp_path):
     test = (DATA / "test_split.txt").read_text().split()[:40]
     (tmp_path / "train.txt").write_text("\n".join(train) + "\n")
     (tmp_path / "test.txt").write_text("\n".join(test) + "\n")
-    data = resolve_probe_data(
-        DATA, DATA / "converted_aligned_phones.txt", tmp_path / "train.txt", tmp_path / "test.txt"
-    )
+    data = resolve_eval_data(
+        DATA, DATA / "converted_aligned_phones.txt", train_list=tmp_path / "train.txt",
+        test_list=tmp_path / "test.txt",
+    )  # fmt: skip
     majority = max(
         np.bincount(np.concatenate([data.alignment[u.utt_id] for u in data.test]), minlength=41)
     ) / sum(len(data.alignment[u.utt_id]) for u in data.test)
     source = load_feature_source("mfcc")
-    result = probe_source("phone", source, data, "mfcc", progress=False)
+    result = probe_source("phone", source, data, "mfcc", QUIET)
     assert result.accuracy > majority + 0.08, (result.accuracy, majority)
 
 
@@ -307,10 +364,8 @@ def test_real_mfcc_and_random_probes_match_reference():
     below. Measured here: MFCC 39.6 % phone (45 s), random init 30.1 % phone (its feature
     extraction took ~20 min on a heavily shared 2-core CPU)."""
     _need_data()
-    data = resolve_probe_data(DATA, DATA / "converted_aligned_phones.txt")
-    mfcc = probe_source("phone", load_feature_source("mfcc"), data, "mfcc", progress=False)
+    data = resolve_eval_data(DATA, DATA / "converted_aligned_phones.txt")
+    mfcc = probe_source("phone", load_feature_source("mfcc"), data, "mfcc", QUIET)
     assert abs(mfcc.accuracy - 0.397) < 0.03, mfcc.accuracy
-    random_init = probe_source(
-        "phone", load_feature_source("random"), data, "random", progress=False
-    )
+    random_init = probe_source("phone", load_feature_source("random"), data, "random", QUIET)
     assert random_init.accuracy < mfcc.accuracy - 0.05, (random_init.accuracy, mfcc.accuracy)

@@ -1,14 +1,14 @@
 """Linear probes on frozen per-frame features (the CPC paper's Table 1): phone and speaker
-classification for a CPC model, a random-init CPC, MFCC features and a supervised baseline.
+classification of a feature source (a CPC model, a random-init CPC, MFCC features, .npy files).
+The supervised baseline is in :mod:`cpcspeech.eval.supervised`, the table in
+:mod:`cpcspeech.eval.table`.
 """
 
-import copy
 import json
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,25 +17,64 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cpcspeech.config import NORMS, ModelConfig, load_config
 from cpcspeech.errors import AlignmentError, CPCSpeechError
+from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import (
     FeatureSource,
     FrameSet,
-    cpc_source,
     extract_frames,
     load_feature_source,
-    progress_bar,
+    method_name,
 )
 from cpcspeech.files import check_writable_folder, write_text_atomic
-from cpcspeech.io.alignments import Alignment, detect_format, label_frames, read_alignment
-from cpcspeech.io.audio import audio_info, load_audio
-from cpcspeech.io.corpus import Utterance, find_utterances, speaker_ids
-from cpcspeech.model.cpc import CPCModel
 from cpcspeech.runtime import resolve_device
 
 TASKS = ("phone", "speaker")
-SPEAKER_MODES = ("frame", "utterance")
+# What the speaker probe classifies: each frame (the paper) or each utterance's mean feature.
+SPEAKER_PROBE_MODES = ("frame", "utterance")
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How a probe is trained, checked when built.
+
+    Attributes:
+        layer: the feature layer, "c" (the paper's), "z" or "c1".."cN".
+        hidden: 0 for a linear probe, else the width of a one-hidden-layer MLP.
+        epochs: passes over the training frames (Adam, cosine learning rate).
+        speaker_mode: one of :data:`SPEAKER_PROBE_MODES`.
+        seed: seeds the probe and a ``random`` model.
+        device: where features are made ("auto", "cpu", "cuda", "cuda:N" or a torch.device;
+            kept as the resolved torch.device).
+        progress: show progress bars on stderr.
+    """
+
+    layer: str = "c"
+    hidden: int = 0
+    epochs: int = 10
+    speaker_mode: str = "frame"
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Options that used to be ignored or silently clamped, checked before any work (the
+        # layer name is checked against the model itself when its features are made).
+        if self.speaker_mode not in SPEAKER_PROBE_MODES:
+            raise CPCSpeechError(
+                f"speaker mode: expected one of {', '.join(SPEAKER_PROBE_MODES)}, found "
+                f"{self.speaker_mode!r}"
+            )
+        if not re.fullmatch(r"c\d*|z", self.layer):
+            raise CPCSpeechError(f"--layer: expected c, z or c1..cN, found {self.layer!r}")
+        if self.hidden < 0:
+            raise CPCSpeechError(
+                f"--hidden: expected 0 (linear) or a width >= 1, found {self.hidden}"
+            )
+        if self.epochs < 1:
+            raise CPCSpeechError(f"--epochs: expected >= 1, found {self.epochs}")
+        # frozen: the checked device replaces the name ("auto" -> cuda:LOCAL_RANK or cpu)
+        object.__setattr__(self, "device", resolve_device(str(self.device), "--device"))
 
 
 # ----- the probe classifier -----
@@ -184,143 +223,7 @@ def accuracy(probe: nn.Module, features: np.ndarray, labels: np.ndarray) -> floa
     return float(np.mean(predict(probe, features) == np.asarray(labels)))
 
 
-# ----- supervised baseline -----
-
-
-@dataclass
-class SupervisedBudget:
-    """Fixed training budget of the supervised baseline (encoder + GRU + linear head, end to end).
-
-    The default is deliberately small so it runs on a CPU in minutes; the paper trains to
-    convergence, so this row is a lower bound unless the budget is raised.
-    """
-
-    steps: int = 100
-    batch_size: int = 8
-    window: int = 20480  # samples per window (1.28 s, the paper's training window)
-    lr: float = 1e-3
-    seed: int = 0
-    # Also score the test list every this many steps (0: only at the end), to see where the
-    # test accuracy stops rising; the row itself is the accuracy after ``steps``.
-    eval_every: int = 0
-    # The encoder's normalisation (ModelConfig.norm): "none" is the paper's model, "channel" the
-    # shipped weights' shape, so the ceiling can also be read against the model users run.
-    norm: str = "none"
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "window"):
-            if getattr(self, name) < 1:
-                raise CPCSpeechError(
-                    f"supervised {name}: expected >= 1, found {getattr(self, name)}"
-                )
-        if self.eval_every < 0:
-            raise CPCSpeechError(f"supervised eval_every: expected >= 0, found {self.eval_every}")
-        if not 0 < self.lr < math.inf:
-            raise CPCSpeechError(f"supervised lr: expected a finite value > 0, found {self.lr}")
-        if self.norm not in NORMS:
-            raise CPCSpeechError(
-                f"supervised norm: expected one of {', '.join(NORMS)}, found {self.norm!r}"
-            )
-
-    def describe(self) -> str:
-        return (
-            f"{self.steps} Adam steps x {self.batch_size} windows of {self.window} samples, "
-            f"lr {self.lr}, seed {self.seed}, encoder norm {self.norm}"
-        )
-
-
-class _Supervised(nn.Module):
-    def __init__(self, num_classes: int, seed: int, norm: str = "none") -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.cpc = CPCModel(ModelConfig(norm=norm))
-            self.head = nn.Linear(self.cpc.c_dim, num_classes)
-
-    def forward(self, wav: Tensor) -> Tensor:
-        """wav: (B, N) -> logits (B, T, K)."""
-        _, c = self.cpc(wav)  # (B, T, c_dim)
-        return self.head(c)
-
-
-def train_supervised(
-    task: str,
-    utterances: Sequence[Utterance],
-    alignment: Alignment | None,
-    num_classes: int,
-    speaker_index: dict[str, int],
-    budget: SupervisedBudget,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    on_eval: Callable[[int, CPCModel, nn.Linear], object] | None = None,
-) -> tuple[CPCModel, nn.Linear]:
-    """Train a fresh CPCModel + linear head on per-frame labels (phones or the speaker).
-
-    With ``budget.eval_every``, ``on_eval(step, cpc, head)`` is called every that many steps
-    before the last, with the model in eval mode (training resumes afterwards).
-
-    Each step draws ``batch_size`` utterances at random and one window inside each, starting on a
-    10 ms frame boundary so window frame t pairs with utterance label start/160 + t (the rule of
-    :func:`cpcspeech.alignments.match_frames`); frames past the end of the labels are ignored.
-    Audio is read per window, never held for the whole set.
-
-    Shapes: windows (batch_size, window) -> logits (batch_size, T, num_classes), T = 128 for the
-    default 20480-sample window.
-    """
-    if task == "phone":
-        missing = [u.utt_id for u in utterances if alignment is None or u.utt_id not in alignment]
-        if missing:
-            raise AlignmentError(
-                f"supervised baseline: {len(missing)} training utterances have no phone labels, "
-                f"e.g. {missing[:10]}"
-            )
-    lengths = [audio_info(u.path).num_samples for u in utterances]
-    usable = [i for i, n in enumerate(lengths) if n >= budget.window]
-    if not usable:
-        raise CPCSpeechError(
-            f"supervised baseline: expected utterances of at least {budget.window} samples, "
-            "found none"
-        )
-    model = _Supervised(num_classes, budget.seed, budget.norm).to(device)
-    frames_per_window = model.cpc.num_frames(budget.window)
-    optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
-    rng = np.random.default_rng(budget.seed)
-    model.train()
-    with progress_bar(progress) as bar:
-        task_id = bar.add_task(f"supervised {task}", total=budget.steps)
-        for step in range(1, budget.steps + 1):
-            wavs, targets = [], []
-            for i in rng.choice(usable, size=budget.batch_size):
-                utt, num_samples = utterances[i], lengths[i]
-                start = int(rng.integers(0, (num_samples - budget.window) // 160 + 1))
-                wav = load_audio(utt.path)[start * 160 : start * 160 + budget.window]
-                target = np.full(frames_per_window, -100, dtype=np.int64)  # -100: ignored
-                if task == "phone":
-                    labels = alignment[utt.utt_id][start : start + frames_per_window]
-                    target[: len(labels)] = labels
-                else:
-                    count = min(frames_per_window, label_frames(num_samples) - start)
-                    target[:count] = speaker_index[utt.speaker]
-                wavs.append(wav)
-                targets.append(target)
-            wav_t = torch.from_numpy(np.stack(wavs)).to(device)  # (B, window)
-            target_t = torch.from_numpy(np.stack(targets)).to(device)  # (B, T)
-            logits = model(wav_t)  # (B, T, K)
-            loss = F.cross_entropy(logits.flatten(0, 1), target_t.flatten(), ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.advance(task_id)
-            every = budget.eval_every
-            if on_eval and every and step % every == 0 and step < budget.steps:
-                model.eval()
-                on_eval(step, model.cpc, model.head)
-                model.train()
-    model.eval()
-    return model.cpc, model.head
-
-
-# ----- one probe, one table -----
+# ----- one probe -----
 
 
 @dataclass
@@ -340,76 +243,27 @@ class ProbeResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-@dataclass
-class ProbeData:
-    """Resolved inputs: train/test utterances and their labels."""
-
-    root: Path
-    train: list[Utterance]
-    test: list[Utterance]
-    alignment: Alignment | None
-    speaker_index: dict[str, int]
-
-
-def resolve_probe_data(
-    data: str | os.PathLike,
-    labels: str | os.PathLike | None,
-    train_list: str | os.PathLike | None = None,
-    test_list: str | os.PathLike | None = None,
-    label_format: str | None = None,
-    phones: str | os.PathLike | None = None,
-) -> ProbeData:
-    """Find the corpus (a data dir / corpus root, or a training YAML's data.root), the splits
-    (default ``train_split.txt`` / ``test_split.txt`` in the data dir) and read the labels.
-
-    CTM and TextGrid labels are rasterised to ``1 + (N - 400) // 160`` frames per utterance, N read
-    from the audio header.
-    """
-    data = Path(data)
-    if data.is_file() and data.suffix.lower() in (".yaml", ".yml"):
-        root = Path(load_config(data).data.root)
-    else:
-        root = data
-    lists = []
-    for given, default, option in (
-        (train_list, "train_split.txt", "--train-list"),
-        (test_list, "test_split.txt", "--test-list"),
-    ):
-        if given is None:
-            if not (root / default).is_file():
-                raise CPCSpeechError(f"{root}: expected {default} (or pass {option}), found none")
-            given = root / default
-        lists.append(given)
-    train = find_utterances(root, lists[0])
-    test = find_utterances(root, lists[1])
-    overlap = {u.utt_id for u in train} & {u.utt_id for u in test}
-    if overlap:
-        raise CPCSpeechError(
-            f"train and test lists share {len(overlap)} utterances, e.g. {sorted(overlap)[:5]}"
+    def describe(self) -> str:
+        """One line: the accuracy, the method and the counts behind it."""
+        return (
+            f"{self.task} accuracy {100 * self.accuracy:.1f}% ({self.method}, "
+            f"{self.n_classes} classes, {self.n_train_frames} train / {self.n_test_frames} "
+            f"test samples, {self.seconds:.0f} s)"
         )
-    alignment = None
-    if labels is not None:
-        fmt = label_format or detect_format(labels)
-        num_frames = None
-        if fmt in ("ctm", "textgrid"):
-            num_frames = {
-                u.utt_id: label_frames(audio_info(u.path).num_samples) for u in train + test
-            }
-        alignment = read_alignment(labels, fmt, phones=phones, num_frames=num_frames)
-    return ProbeData(root, train, test, alignment, speaker_ids(train + test))
 
 
 FeatureCache = dict[tuple[str, str], FrameSet]
 
 
-def _frames(
+def split_frames(
     source: FeatureSource,
     split: str,
-    data: ProbeData,
-    cache: FeatureCache | None,
-    progress: bool,
+    data: EvalData,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
 ) -> FrameSet:
+    """Features of one split ("train" or "test"), paired with the labels when there are any;
+    kept in ``cache`` under (source name, split) and reused from it."""
     key = (source.name, split)
     if cache is not None and key in cache:
         return cache[key]
@@ -422,41 +276,48 @@ def _frames(
     return frames
 
 
-def _task_targets(task: str, frames: FrameSet, data: ProbeData, mode: str):
-    """(X, y) of one split: per-frame features, or per-utterance means in utterance mode."""
-    speakers = np.asarray([data.speaker_index[u.speaker] for u in frames.utterances])
+def task_targets(
+    task: str, frames: FrameSet, data: EvalData, speaker_mode: str = "frame"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of one split: (F, D) per-frame features and (F,) phone or speaker ids, or in the
+    speaker task's utterance mode (U, D) per-utterance means and (U,) speaker ids."""
+    speakers = np.asarray([data.speakers[u.speaker] for u in frames.utterances])
     if task == "phone":
         return frames.features, frames.phones
-    if mode == "utterance":
+    if speaker_mode == "utterance":
         return frames.utterance_means(), speakers
     return frames.features, speakers[frames.utterance_index()]
+
+
+def num_classes(task: str, data: EvalData) -> int:
+    """Phone classes of the alignment, or speakers of both splits."""
+    return data.alignment.num_classes if task == "phone" else len(data.speakers)
 
 
 def probe_source(
     task: str,
     source: FeatureSource,
-    data: ProbeData,
+    data: EvalData,
     method: str,
-    hidden: int = 0,
-    epochs: int = 10,
-    speaker_mode: str = "frame",
-    seed: int = 0,
+    options: ProbeOptions = ProbeOptions(),  # noqa: B008 - frozen, so one shared default is safe
     cache: FeatureCache | None = None,
-    progress: bool = True,
 ) -> ProbeResult:
     """Extract (or reuse) features of both splits, train the probe on train, score on test."""
-    _check_task(task, speaker_mode)
+    check_task(task)
     if task == "phone" and data.alignment is None:
         raise AlignmentError("phone probe: expected phone labels (--labels), found none")
     started = time.perf_counter()
-    train_x, train_y = _task_targets(
-        task, _frames(source, "train", data, cache, progress), data, speaker_mode
+    mode, progress = options.speaker_mode, options.progress
+    train_x, train_y = task_targets(
+        task, split_frames(source, "train", data, cache, progress), data, mode
     )
-    test_x, test_y = _task_targets(
-        task, _frames(source, "test", data, cache, progress), data, speaker_mode
+    test_x, test_y = task_targets(
+        task, split_frames(source, "test", data, cache, progress), data, mode
     )
-    num_classes = data.alignment.num_classes if task == "phone" else len(data.speaker_index)
-    fitted = train_probe(train_x, train_y, num_classes, hidden=hidden, epochs=epochs, seed=seed)
+    classes = num_classes(task, data)
+    fitted = train_probe(
+        train_x, train_y, classes, hidden=options.hidden, epochs=options.epochs, seed=options.seed
+    )
     return ProbeResult(
         task=task,
         method=method,
@@ -464,12 +325,12 @@ def probe_source(
         accuracy=accuracy(fitted, test_x, test_y),
         n_train_frames=len(train_y),
         n_test_frames=len(test_y),
-        n_classes=num_classes,
+        n_classes=classes,
         seconds=time.perf_counter() - started,
         details={
-            "probe": f"mlp({hidden})" if hidden else "linear",
-            "epochs": epochs,
-            "speaker_mode": speaker_mode if task == "speaker" else None,
+            "probe": f"mlp({options.hidden})" if options.hidden else "linear",
+            "epochs": options.epochs,
+            "speaker_mode": mode if task == "speaker" else None,
             "features": f"{source.dim}-d",
         },
     )
@@ -477,20 +338,9 @@ def probe_source(
 
 def run_probe(
     task: str,
-    data: str | os.PathLike,
-    labels: str | os.PathLike | None,
+    data: EvalData,
     model_spec: str,
-    train_list: str | os.PathLike | None = None,
-    test_list: str | os.PathLike | None = None,
-    label_format: str | None = None,
-    phones: str | os.PathLike | None = None,
-    layer: str = "c",
-    hidden: int = 0,
-    epochs: int = 10,
-    speaker_mode: str = "frame",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
+    options: ProbeOptions = ProbeOptions(),  # noqa: B008 - frozen, so one shared default is safe
     out_dir: str | os.PathLike | None = None,
 ) -> ProbeResult:
     """Probe one feature source on one task ("phone" or "speaker").
@@ -500,239 +350,26 @@ def run_probe(
     (label-paired) frames as the phone task. With ``out_dir``, the result is also written to
     ``out_dir/probe-TASK-MODEL.json`` (atomically; MODEL is the spec's last path component).
     """
-    _check_task(task, speaker_mode)
-    _check_options(layer, hidden, epochs, device, out_dir)
-    probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
-    source = load_feature_source(model_spec, layer=layer, seed=seed, device=device)
-    result = probe_source(
-        task,
-        source,
-        probe_data,
-        _method_name(model_spec),
-        hidden,
-        epochs,
-        speaker_mode,
-        seed,
-        progress=progress,
+    check_task(task)
+    if out_dir is not None:
+        check_writable_folder(out_dir)
+    source = load_feature_source(
+        model_spec, layer=options.layer, seed=options.seed, device=options.device
     )
+    result = probe_source(task, source, data, method_name(model_spec), options)
     if out_dir is not None:
         name = Path(str(model_spec).rstrip("/\\")).name or "model"
-        _write_result(result, Path(out_dir) / f"probe-{task}-{name}.json")
+        write_result(result, Path(out_dir) / f"probe-{task}-{name}.json")
     return result
 
 
-def _write_result(result: ProbeResult, path: Path) -> None:
+def write_result(result: ProbeResult, path: Path) -> None:
+    """One result as JSON (atomically); its path is recorded in ``details["output"]``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     result.details["output"] = str(path)
     write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
 
 
-def run_supervised_task(
-    task: str,
-    data: str | os.PathLike,
-    labels: str | os.PathLike | None,
-    budget: SupervisedBudget,
-    train_list: str | os.PathLike | None = None,
-    test_list: str | os.PathLike | None = None,
-    label_format: str | None = None,
-    phones: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    out_dir: str | os.PathLike | None = None,
-    on_point: Callable[[int, float], object] | None = None,
-) -> ProbeResult:
-    """The supervised baseline of one task alone (the table's Supervised cell), with its test
-    curve when ``budget.eval_every`` is set; written to ``out_dir/probe-TASK-supervised.json``.
-
-    ``on_point(step, test accuracy)`` is called as each point of the curve is measured, so a
-    long run shows its curve while it trains."""
-    _check_task(task, "frame")
-    _check_options("c", 0, 1, device, out_dir)
-    probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
-    result = run_supervised(task, probe_data, budget, device, progress, on_point)
-    if out_dir is not None:
-        _write_result(result, Path(out_dir) / f"probe-{task}-supervised.json")
-    return result
-
-
-def run_supervised(
-    task: str,
-    data: ProbeData,
-    budget: SupervisedBudget,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    on_point: Callable[[int, float], object] | None = None,
-) -> ProbeResult:
-    """Train the supervised baseline on the train list and score its own head on the test list
-    (``on_point(step, accuracy)`` hears each point of the test curve as it is measured)."""
-    if task == "phone" and data.alignment is None:
-        raise AlignmentError("supervised phone baseline: expected phone labels, found none")
-    started = time.perf_counter()
-    num_classes = data.alignment.num_classes if task == "phone" else len(data.speaker_index)
-    curve: list[list[float]] = []  # [step, test accuracy]
-
-    def score(step: int, cpc: CPCModel, head: nn.Linear) -> int:
-        """Append (step, test accuracy) to the curve; return the number of test frames."""
-        source = cpc_source(cpc, f"supervised-{task}", "c")
-        test_x, test_y = _task_targets(
-            task, _frames(source, "test", data, None, progress), data, "frame"
-        )
-        head_cpu = copy.deepcopy(head).cpu().eval()
-        curve.append([step, accuracy(head_cpu, test_x, test_y)])
-        if on_point is not None:
-            on_point(*curve[-1])
-        return len(test_y)
-
-    cpc, head = train_supervised(
-        task, data.train, data.alignment, num_classes, data.speaker_index, budget, device,
-        progress, on_eval=score,
-    )  # fmt: skip
-    n_test = score(budget.steps, cpc, head)
-    details = {"budget": budget.describe(), "n_train_frames": "frames seen in training"}
-    if budget.eval_every:
-        details["curve"] = curve
-    return ProbeResult(
-        task=task,
-        method="Supervised",
-        model=f"supervised-{task}",
-        accuracy=curve[-1][1],
-        n_train_frames=budget.steps * budget.batch_size * cpc.num_frames(budget.window),
-        n_test_frames=n_test,
-        n_classes=num_classes,
-        seconds=time.perf_counter() - started,
-        details=details,
-    )
-
-
-def run_table(
-    data: str | os.PathLike,
-    labels: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    model_spec: str | None = None,
-    train_list: str | os.PathLike | None = None,
-    test_list: str | os.PathLike | None = None,
-    label_format: str | None = None,
-    phones: str | os.PathLike | None = None,
-    layer: str = "c",
-    hidden: int = 0,
-    epochs: int = 10,
-    speaker_mode: str = "frame",
-    seed: int = 0,
-    supervised: SupervisedBudget | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    baselines: bool = True,
-) -> tuple[list[ProbeResult], str]:
-    """All rows of Table 1 for both tasks: Random initialization and MFCC features (unless
-    ``baselines`` is False), CPC (when ``model_spec`` is given) and Supervised (when a budget is
-    given).
-
-    Features are extracted once per (source, split) and reused by both tasks. Writes
-    ``out_dir/table.md`` and ``out_dir/table.json`` atomically.
-
-    Returns:
-        the results and the markdown table.
-    """
-    _check_task(TASKS[0], speaker_mode)
-    _check_options(layer, hidden, epochs, device, out_dir)
-    probe_data = resolve_probe_data(data, labels, train_list, test_list, label_format, phones)
-    specs = (["random", "mfcc"] if baselines else []) + ([model_spec] if model_spec else [])
-    if not specs and supervised is None:
-        raise CPCSpeechError(
-            "probe table without baselines: expected --model or --supervised-steps, found neither"
-        )
-    results: list[ProbeResult] = []
-    for spec in specs:
-        cache: FeatureCache = {}  # one source's features at a time bounds memory
-        source = load_feature_source(spec, layer=layer, seed=seed, device=device)
-        for task in TASKS:
-            results.append(
-                probe_source(
-                    task,
-                    source,
-                    probe_data,
-                    _method_name(spec),
-                    hidden,
-                    epochs,
-                    speaker_mode,
-                    seed,
-                    cache,
-                    progress,
-                )
-            )
-    if supervised is not None:
-        for task in TASKS:
-            results.append(run_supervised(task, probe_data, supervised, device, progress))
-    table = format_table(results)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "table.md", table)
-    write_text_atomic(
-        out_dir / "table.json",
-        json.dumps(
-            {
-                "data": str(probe_data.root),
-                "labels": str(labels),
-                "n_train_utterances": len(probe_data.train),
-                "n_test_utterances": len(probe_data.test),
-                "results": [r.to_dict() for r in results],
-            },
-            indent=2,
-        )
-        + "\n",
-    )
-    return results, table
-
-
-def format_table(results: Sequence[ProbeResult]) -> str:
-    """Markdown in the shape of the paper's Table 1: Method | Phone | Speaker (accuracy, %)."""
-    rows: dict[str, dict[str, float]] = {}
-    for r in results:
-        rows.setdefault(r.method, {})[r.task] = r.accuracy
-    lines = [
-        "| Method | Phone classification | Speaker classification |",
-        "|---|---|---|",
-    ]
-    for method, cells in rows.items():
-        phone, speaker = (
-            f"{100 * cells[t]:.1f}" if t in cells else "-" for t in ("phone", "speaker")
-        )
-        lines.append(f"| {method} | {phone} | {speaker} |")
-    return "\n".join(lines) + "\n"
-
-
-# ----- helpers -----
-
-
-def _method_name(spec: str) -> str:
-    if spec == "random":
-        return "Random initialization"
-    if spec == "mfcc":
-        return "MFCC features"
-    return f"CPC ({spec})"
-
-
-def _check_task(task: str, speaker_mode: str) -> None:
+def check_task(task: str) -> None:
     if task not in TASKS:
         raise CPCSpeechError(f"probe task: expected one of {', '.join(TASKS)}, found {task!r}")
-    if speaker_mode not in SPEAKER_MODES:
-        raise CPCSpeechError(
-            f"speaker mode: expected one of {', '.join(SPEAKER_MODES)}, found {speaker_mode!r}"
-        )
-
-
-def _check_options(
-    layer: str, hidden: int, epochs: int, device: str | torch.device, out_dir: object
-) -> None:
-    """Options that used to be ignored or silently clamped, checked before any work (the layer
-    name is checked against the model itself when its features are made: c, z or c1..cN)."""
-    if not re.fullmatch(r"c\d*|z", layer):
-        raise CPCSpeechError(f"--layer: expected c, z or c1..cN, found {layer!r}")
-    if hidden < 0:
-        raise CPCSpeechError(f"--hidden: expected 0 (linear) or a width >= 1, found {hidden}")
-    if epochs < 1:
-        raise CPCSpeechError(f"--epochs: expected >= 1, found {epochs}")
-    if not isinstance(device, torch.device):
-        resolve_device(device)
-    if out_dir is not None:
-        check_writable_folder(out_dir)
