@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.features import load_feature_source
 from cpcspeech.eval.units import (
     Codebook,
+    UnitsOptions,
     fit_kmeans,
     load_codebook,
     purity_and_pnmi,
@@ -158,3 +160,33 @@ def test_cli_units_fit_and_apply(tmp_path):
 def test_codebook_missing_is_clear(tmp_path):
     with pytest.raises(CPCSpeechError, match="expected a units codebook"):
         load_codebook(Path(tmp_path) / "none.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"k": 1}, "--k: expected >= 2 units, found 1"),
+        ({"k": 8, "method": "faiss"}, "k-means method: expected torch or sklearn, found 'faiss'"),
+        ({"k": 8, "max_frames": 4}, "--max-frames: expected at least K = 8 frames, found 4"),
+        ({"k": 8, "device": "tpu"}, "--device: expected auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_units_options_are_checked_before_any_features(options, fragment):
+    with pytest.raises(CPCSpeechError, match=re.escape(fragment)):
+        UnitsOptions(**options)
+
+
+def test_units_fit_without_a_test_split_reads_every_utterance_and_says_so(tmp_path):
+    data = tone_corpus(tmp_path / "data")
+    fit = runner.invoke(
+        app, ["units", "fit", "--data", str(data), "--model", "random", "--k", "4", "--out",
+              str(tmp_path / "book"), "--max-frames", "2000", "--quiet"],
+    )  # fmt: skip
+    assert fit.exit_code == 0, fit.output
+    assert "of 6 utterances" in fit.output and "k-means (torch)" in fit.output
+    labelled = runner.invoke(
+        app, ["units", "fit", "--data", str(data), "--model", "random", "--k", "4", "--out",
+              str(tmp_path / "book2"), "--labels", str(data / "labels.txt"), "--quiet"],
+    )  # fmt: skip
+    assert labelled.exit_code == 2 and "test_split.txt (or pass --test-list)" in labelled.output
+    assert not (tmp_path / "book2.safetensors").exists()

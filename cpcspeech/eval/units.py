@@ -15,12 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.eval.abx import ABXResult, resolve_abx_items, score_source
-from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source, progress_bar
-from cpcspeech.eval.probes import resolve_probe_data
-from cpcspeech.extract import find_inputs
+from cpcspeech.eval.abx import AbxOptions, ABXResult, abx_items, score_source
+from cpcspeech.eval.data import EvalData
+from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source
 from cpcspeech.files import write_text_atomic
-from cpcspeech.io.corpus import Utterance, find_utterances
+from cpcspeech.io.corpus import Utterance
+from cpcspeech.io.sources import find_sources
+from cpcspeech.runtime import progress_bar, resolve_device
 
 CODEBOOK_FORMAT = "cpcspeech-units"
 CODEBOOK_VERSION = 1
@@ -241,51 +242,101 @@ class UnitsFitResult:
         out["path"] = str(self.path)
         return out
 
+    def describe(self) -> str:
+        """What was written and how long it took; with the quality scores on a second line."""
+        book = self.codebook
+        text = (
+            f"wrote {self.path} (K={book.k}, {book.dim}-d, model sha256 "
+            f"{book.model_sha256[:12]}...): {self.n_frames} frames of {self.n_utterances} "
+            f"utterances, features {self.feature_seconds:.1f} s, k-means "
+            f"({book.details.get('method')}) {self.kmeans_seconds:.1f} s"
+        )
+        if not self.quality:
+            return text
+        q = self.quality
+        text += (
+            f"\ntest split: phone purity {q['phone_purity']:.3f}, cluster purity "
+            f"{q['cluster_purity']:.3f}, PNMI {q['pnmi']:.3f}"
+        )
+        if "abx_within" in q:
+            text += (
+                f", ABX within {100 * q['abx_within']:.2f}%, across {100 * q['abx_across']:.2f}%"
+            )
+        return text
+
+
+@dataclass(frozen=True)
+class UnitsOptions:
+    """How a codebook is fitted, checked when built.
+
+    Attributes:
+        k: the number of units (clusters).
+        layer: the feature layer ("c", "z", "c1".."cN").
+        standardize: standardise each utterance's features before fitting (and assigning).
+        method: "torch" (Lloyd) or "sklearn" (minibatch), see :data:`METHODS`.
+        max_frames: cluster at most this many frames (a seeded random subset).
+        seed: seeds k-means, the subset and a ``random`` model.
+        device: where features are made (kept as the resolved torch.device).
+        progress: show progress bars on stderr.
+    """
+
+    k: int
+    layer: str = "c"
+    standardize: bool = False
+    method: str = "torch"
+    max_frames: int = 500_000
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise CPCSpeechError(
+                f"k-means method: expected torch or sklearn, found {self.method!r}"
+            )
+        if self.k < 2:
+            raise CPCSpeechError(f"--k: expected >= 2 units, found {self.k}")
+        if self.max_frames < self.k:
+            raise CPCSpeechError(
+                f"--max-frames: expected at least K = {self.k} frames, found {self.max_frames}"
+            )
+        object.__setattr__(self, "device", resolve_device(str(self.device), "--device"))
+
 
 def fit_units(
-    data: str | os.PathLike,
+    data: EvalData,
     model_spec: str,
-    k: int,
     out: str | os.PathLike,
-    layer: str = "c",
-    utt_list: str | os.PathLike | None = None,
-    standardize: bool = False,
-    method: str = "torch",
-    max_frames: int = 500_000,
-    labels: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
+    options: UnitsOptions,
 ) -> UnitsFitResult:
-    """k-means on the frames of ``data`` (``utt_list``, default ``train_split.txt`` there when
-    present) and save the codebook; with ``labels``, also score the units on ``test_split.txt``
-    (see :func:`units_quality`), written to ``X.quality.json``.
+    """k-means on the frames of ``data.train`` and save the codebook; with labels, also score
+    the units on ``data.test`` (see :func:`units_quality`), written to ``X.quality.json``.
 
-    At most ``max_frames`` frames (a seeded random subset) are clustered.
+    At most ``options.max_frames`` frames (a seeded random subset) are clustered.
     """
-    root = Path(data)
-    if utt_list is None and (root / "train_split.txt").is_file():
-        utt_list = root / "train_split.txt"
-    utterances = find_utterances(root, utt_list)
-    source = load_feature_source(model_spec, layer=layer, seed=seed, device=device)
+    seed = options.seed
+    source = load_feature_source(model_spec, layer=options.layer, seed=seed, device=options.device)
     started = time.perf_counter()
-    frames = _standardized_frames(source, utterances, standardize, progress, "units fit")
-    if len(frames) > max_frames:
+    frames = _standardized_frames(
+        source, data.train, options.standardize, options.progress, "units fit"
+    )
+    if len(frames) > options.max_frames:
         rng = np.random.default_rng(seed)
-        frames = frames[np.sort(rng.choice(len(frames), max_frames, replace=False))]
+        frames = frames[np.sort(rng.choice(len(frames), options.max_frames, replace=False))]
     extracted = time.perf_counter()
-    centroids = fit_kmeans(frames, k, method, seed)
+    centroids = fit_kmeans(frames, options.k, options.method, seed)
     fitted = time.perf_counter()
     codebook = Codebook(
-        torch.from_numpy(centroids), str(model_spec), source.identity, source.layer or layer,
-        standardize, {"method": method, "n_frames": len(frames), "seed": seed},
+        torch.from_numpy(centroids), str(model_spec), source.identity,
+        source.layer or options.layer, options.standardize,
+        {"method": options.method, "n_frames": len(frames), "seed": seed},
     )  # fmt: skip
     path = save_codebook(codebook, out)
     result = UnitsFitResult(
-        codebook, path, len(utterances), len(frames), extracted - started, fitted - extracted
+        codebook, path, len(data.train), len(frames), extracted - started, fitted - extracted
     )
-    if labels is not None:
-        result.quality = units_quality(codebook, source, data, labels, progress=progress)
+    if data.alignment is not None:
+        result.quality = units_quality(codebook, source, data, progress=options.progress)
         write_text_atomic(
             path.with_suffix(".quality.json"), json.dumps(result.quality, indent=2) + "\n"
         )
@@ -333,6 +384,12 @@ class UnitsApplyResult:
     n_frames: int
     seconds: float
 
+    def describe(self) -> str:
+        return (
+            f"wrote {self.out}: {self.n_utterances} utterances, {self.n_frames} frames, "
+            f"{self.seconds:.1f} s"
+        )
+
 
 def apply_units(
     codebook_path: str | os.PathLike,
@@ -355,15 +412,15 @@ def apply_units(
     layer = codebook.layer if codebook.layer in ("c", "z") else "c"
     source = load_feature_source(model_spec or codebook.model, layer, seed, device)
     codebook.check_source(source)
-    items = find_inputs(inputs)
+    items = find_sources(inputs)
     started = time.perf_counter()
     out = Path(out)
     text_mode = out.suffix == ".txt"
     lines, total = [], 0
-    with progress_bar(progress) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task("units", total=len(items))
         for item in items:
-            feats = source.utterance_features(Utterance(item.id, item.path, ""))
+            feats = source.utterance_features(item)  # read through item.load()
             units = codebook.assign(feats)
             total += len(units)
             if text_mode:
@@ -435,24 +492,23 @@ def one_hot_source(codebook: Codebook, source: FeatureSource) -> FeatureSource:
 def units_quality(
     codebook: Codebook,
     source: FeatureSource,
-    data: str | os.PathLike,
-    labels: str | os.PathLike,
-    test_list: str | os.PathLike | None = None,
+    data: EvalData,
     with_abx: bool = True,
     progress: bool = True,
 ) -> dict:
     """Purity, PNMI (all labelled frames, silence included) and ABX on one-hot units (angular)
-    of the test utterances (``test_split.txt`` of ``data`` by default)."""
-    probe_data = resolve_probe_data(data, labels, test_list=test_list)
+    of ``data.test``, against ``data.alignment``."""
+    if data.alignment is None:
+        raise CPCSpeechError("units quality: expected phone labels (--labels), found none")
     units = one_hot_source(codebook, source)
     frame_set = extract_frames(
-        units, probe_data.test, probe_data.alignment,
-        progress=progress, description="units quality",
-    )  # fmt: skip
+        units, data.test, data.alignment, progress=progress, description="units quality"
+    )
     quality: dict = purity_and_pnmi(frame_set.phones, frame_set.features.argmax(1))
-    quality.update(n_frames=len(frame_set.phones), n_utterances=len(probe_data.test))
+    quality.update(n_frames=len(frame_set.phones), n_utterances=len(data.test))
     if with_abx:
-        utterances, items = resolve_abx_items(data, labels, test_list=test_list)
-        abx: ABXResult = score_source(units, utterances, items, "units", progress=progress)
+        utterances, items = abx_items(data)
+        options = AbxOptions(progress=progress)
+        abx: ABXResult = score_source(units, utterances, items, "units", options)
         quality.update(abx_within=abx.within, abx_across=abx.across)
     return quality
