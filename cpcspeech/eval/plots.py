@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.eval.features import FeatureSource
+from cpcspeech.eval.features import FeatureSource, load_feature_source
 from cpcspeech.files import check_writable_folder, read_text, temp_sibling
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.model.cpc import CPCModel
+from cpcspeech.runtime import progress_bar
+from cpcspeech.weights.resolve import load_model_for_cli
 
 PLOTS_EXTRA_HINT = "pip install 'cpcspeech[plots]'"
 DEFAULT_PERPLEXITY = 30.0  # sklearn's default; lowered automatically for small sets
@@ -112,28 +114,23 @@ def utterance_means(
     Args:
         model: the CPC model (features are computed on its device), or a
             :class:`cpcspeech.features.FeatureSource` such as MFCC or a folder of ``.npy``.
-        utterances: U utterances; each audio file is read with ``cpcspeech.audio.load_audio``.
+        utterances: U utterances; each one's audio is read with ``AudioSource.load``.
         progress: show a rich progress bar on stderr.
 
     Returns:
         (U, c_dim) float64 array, row u = mean over t of c_t for utterance u.
     """
-    from rich.console import Console
-    from rich.progress import Progress
-
-    from cpcspeech.io.audio import load_audio
-
     if isinstance(model, CPCModel):
         model = model.eval()
     rows = []
-    with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task("features", total=len(utterances))
         for utt in utterances:
             if isinstance(model, FeatureSource):
                 feats = model.utterance_features(utt)  # (T, D)
                 rows.append(np.asarray(feats, dtype=np.float64).mean(axis=0))
             else:
-                wav = torch.from_numpy(load_audio(utt.path))  # (N,)
+                wav = torch.from_numpy(utt.load())  # (N,)
                 c = model.extract(wav, layer="c")  # (T, c_dim)
                 rows.append(c.mean(dim=0).double().cpu().numpy())  # (c_dim,)
             bar.advance(task)
@@ -143,9 +140,6 @@ def utterance_means(
 def load_tsne_model(spec: str, seed: int = 0) -> tuple[CPCModel | FeatureSource, str]:
     """``--model`` of ``cpcspeech tsne``: ``mfcc`` or a folder of ``.npy`` features as a feature
     source, anything else as a CPC model; with a short description of the weights."""
-    from cpcspeech.eval.features import load_feature_source
-    from cpcspeech.extract import load_model_for_cli
-
     path = Path(spec)
     if spec == "mfcc" or (path.is_dir() and not (path / "config.json").is_file()
                           and any(path.rglob("*.npy"))):  # fmt: skip
