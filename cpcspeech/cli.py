@@ -1,17 +1,42 @@
 """The `cpcspeech` command line: parses options, calls one library function, prints a summary.
 
-This is the only module that imports typer. It holds no logic of its own.
+This is the only module that imports typer. It holds no logic of its own. The project's errors
+(CPCSpeechError) are caught once, by the command group every command runs in: one line on
+stderr, exit status 2, no traceback.
 """
 
 import signal
 import sys
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from cpcspeech.errors import CPCSpeechError
+from cpcspeech.errors import ConfigError, CPCSpeechError
+
+console = Console(stderr=True)
+
+
+def report_error(err: CPCSpeechError, code: int = 2) -> NoReturn:
+    """Print a user-facing error without a traceback and exit non-zero."""
+    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class Commands(TyperGroup):
+    """The root command group. Every command (``units fit`` too) runs inside its ``invoke``, so
+    this is the one place the project's errors are caught, whether the CLI is entered through
+    the ``cpcspeech`` script, ``python -m cpcspeech`` or typer's CliRunner."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except CPCSpeechError as err:
+            report_error(err)
+
 
 app = typer.Typer(
     name="cpcspeech",
@@ -19,23 +44,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Commands,
 )
-console = Console(stderr=True)
-
-
-def fail(err: Exception, code: int = 2) -> NoReturn:
-    """Print a user-facing error without a traceback and exit non-zero."""
-    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
-    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def run_guarded(fn, *args, **kwargs):
-    """Call a library function, turning CPCSpeechError into a clean message and exit code 2."""
-    try:
-        return fn(*args, **kwargs)
-    except CPCSpeechError as err:
-        fail(err)
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
@@ -53,64 +63,68 @@ def _root() -> None:
 # Commands are added below, one block per command, each a thin wrapper over the library.
 
 
+EXTRACT_INPUTS_HELP = (
+    "Audio files, directories (searched recursively), Kaldi wav.scp files or Kaldi data "
+    "directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run "
+    "as shell commands."
+)
+EXTRACT_OUT_HELP = (
+    "OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
+    "num_frames, seconds, status, id). A directory (existing or ending in '/'): one "
+    "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy). "
+    "ark,scp:FEATS.ark,FEATS.scp: Kaldi float matrices keyed by utterance id (needs "
+    "cpcspeech[kaldi])."
+)
+EXTRACT_MODEL_HELP = (
+    "Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
+    "CPC_audio .pt or run folder, or 'random'."
+)
+EXTRACT_LAYER_HELP = (
+    "c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
+    "of one recurrent layer of a multi-layer context."
+)
+EXTRACT_PRECISION_HELP = (
+    "fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
+    "~5e-4 on c, see README)."
+)
+EXTRACT_BATCH_HELP = (
+    "Padded audio per batch (utterances of similar length together; same features as "
+    "one at a time). auto: 120 on CUDA, 0 (no batching) on CPU."
+)
+EXTRACT_SHARD_HELP = (
+    "I/N (0 <= I < N): only shard I of N, balanced by audio duration; OUT.npy becomes "
+    "OUT.shard-I-of-N.npy. 'env': I/N from RANK/WORLD_SIZE (torchrun). See merge-index."
+)
+
+
 @app.command()
 def extract(
-    inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
-        ...,
-        help="Audio files, directories (searched recursively), Kaldi wav.scp files or Kaldi data "
-        "directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run "
-        "as shell commands.",
-    ),
-    out: str = typer.Option(
-        ...,
-        "--out",
-        "-o",
-        help="OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
-        "num_frames, seconds, status, id). A directory (existing or ending in '/'): one "
-        "(T, D) .npy per input, mirroring relative paths (a/b.flac -> OUT/a/b.npy). "
-        "ark,scp:FEATS.ark,FEATS.scp: Kaldi float matrices keyed by utterance id (needs "
-        "cpcspeech[kaldi]).",
-    ),
-    model: str = typer.Option(
-        "default",
-        "--model",
-        "-m",
-        help="Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
-        "CPC_audio .pt or run folder, or 'random'.",
-    ),
-    layer: str = typer.Option(
-        "c",
-        "--layer",
-        help="c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
-        "of one recurrent layer of a multi-layer context.",
-    ),
-    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or cuda."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --model random."),
-    skip_errors: bool = typer.Option(
-        False, "--skip-errors", help="Skip bad files (listed in the index), exit 1 at the end."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    chunk_seconds: float = typer.Option(
-        20.0, "--chunk-seconds", help="Audio per forward chunk; bounds memory, same features."
-    ),
-    precision: str = typer.Option(
-        "fp32",
-        "--precision",
-        help="fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
-        "~5e-4 on c, see README).",
-    ),
-    batch_seconds: str = typer.Option(
-        "auto",
-        "--batch-seconds",
-        help="Padded audio per batch (utterances of similar length together; same features as "
-        "one at a time). auto: 120 on CUDA, 0 (no batching) on CPU.",
-    ),
-    shard: str | None = typer.Option(
-        None,
-        "--shard",
-        help="I/N (0 <= I < N): only shard I of N, balanced by audio duration; OUT.npy becomes "
-        "OUT.shard-I-of-N.npy. 'env': I/N from RANK/WORLD_SIZE (torchrun). See merge-index.",
-    ),
+    inputs: Annotated[list[str], typer.Argument(help=EXTRACT_INPUTS_HELP)],
+    out: Annotated[str, typer.Option("--out", "-o", help=EXTRACT_OUT_HELP)],
+    model: Annotated[str, typer.Option("--model", "-m", help=EXTRACT_MODEL_HELP)] = "default",
+    layer: Annotated[str, typer.Option("--layer", help=EXTRACT_LAYER_HELP)] = "c",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (cuda if available), cpu or cuda.")
+    ] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --model random.")] = 0,
+    skip_errors: Annotated[
+        bool,
+        typer.Option(
+            "--skip-errors", help="Skip bad files (listed in the index), exit 1 at the end."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    chunk_seconds: Annotated[
+        float,
+        typer.Option(
+            "--chunk-seconds", help="Audio per forward chunk; bounds memory, same features."
+        ),
+    ] = 20.0,
+    precision: Annotated[str, typer.Option("--precision", help=EXTRACT_PRECISION_HELP)] = "fp32",
+    batch_seconds: Annotated[
+        str, typer.Option("--batch-seconds", help=EXTRACT_BATCH_HELP)
+    ] = "auto",
+    shard: Annotated[str | None, typer.Option("--shard", help=EXTRACT_SHARD_HELP)] = None,
 ) -> None:
     """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
 
@@ -120,11 +134,10 @@ def extract(
     from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
     from cpcspeech.io.shards import parse_shard
 
-    picked = run_guarded(parse_shard, shard) if shard is not None else None
-    cpc_model, weights = run_guarded(load_model_for_cli, model, seed)
+    picked = parse_shard(shard) if shard is not None else None
+    cpc_model, weights = load_model_for_cli(model, seed)
     typer.echo(f"weights: {weights}")
-    summary = run_guarded(
-        extract_features,
+    summary = extract_features(
         cpc_model,
         inputs,
         out,
@@ -135,8 +148,13 @@ def extract(
         chunk_seconds=chunk_seconds,
         precision=precision,
         shard=picked,
-        batch_seconds=run_guarded(parse_batch_seconds, batch_seconds, device),
+        batch_seconds=parse_batch_seconds(batch_seconds, device),
     )
+    _print_extract_summary(summary)
+
+
+def _print_extract_summary(summary) -> None:
+    """What extract wrote, its speed, and the skipped files (exit status 1 if any)."""
     ok, skipped = summary.ok, summary.skipped
     if summary.index is not None:
         typer.echo(
@@ -154,7 +172,7 @@ def extract(
     )
     if skipped:
         for result in skipped:
-            console.print(f"{result.input.source}: {result.status}", highlight=False, markup=False)
+            console.print(f"{result.input.label}: {result.status}", highlight=False, markup=False)
         console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
         raise typer.Exit(1)
 
@@ -172,7 +190,7 @@ def merge_index(
     """
     from cpcspeech.io.shards import merge_indexes
 
-    count = run_guarded(merge_indexes, shards, out)
+    count = merge_indexes(shards, out)
     typer.echo(f"wrote {out}: {count} files from {len(shards)} shard(s)")
 
 
@@ -205,20 +223,12 @@ def tsne(
     from cpcspeech.eval.plots import load_tsne_model, speaker_tsne
     from cpcspeech.io.corpus import find_utterances
 
-    utterances = run_guarded(find_utterances, data, utt_list)
-    cpc_model, weights = run_guarded(load_tsne_model, model, seed)
-    embedding, labels = run_guarded(
-        speaker_tsne,
-        cpc_model,
-        utterances,
-        out,
-        max_speakers=speakers,
-        max_utts_per_speaker=utts_per_speaker,
-        seed=seed,
-        perplexity=perplexity,
-        progress=sys.stderr.isatty(),
-        weights=weights,
-    )
+    utterances = find_utterances(data, utt_list)
+    cpc_model, weights = load_tsne_model(model, seed)
+    embedding, labels = speaker_tsne(
+        cpc_model, utterances, out, max_speakers=speakers, max_utts_per_speaker=utts_per_speaker,
+        seed=seed, perplexity=perplexity, progress=sys.stderr.isatty(), weights=weights,
+    )  # fmt: skip
     typer.echo(
         f"wrote {out}: {embedding.shape[0]} utterances of {len(set(labels))} speakers "
         f"(weights: {weights})"
@@ -235,7 +245,7 @@ def plot_steps(
     """Paper Figure 3: InfoNCE prediction accuracy against the step k."""
     from cpcspeech.eval.plots import plot_prediction_steps
 
-    accuracy = run_guarded(plot_prediction_steps, source, out)
+    accuracy = plot_prediction_steps(source, out)
     values = " ".join(f"{a:.3f}" for a in accuracy)
     typer.echo(f"wrote {out}: accuracy for k=1..{len(accuracy)}: {values}")
 
@@ -254,8 +264,8 @@ def train_command(
     from cpcspeech.config import load_config
     from cpcspeech.train.loop import train
 
-    cfg = run_guarded(load_config, conf, overrides or [])
-    result = run_guarded(train, cfg, resume=resume, console=console)
+    cfg = load_config(conf, overrides or [])
+    result = train(cfg, resume=resume, console=console)
     if result.is_main:
         valid = "n/a" if result.valid_loss is None else f"{result.valid_loss:.4f}"
         typer.echo(
@@ -282,7 +292,7 @@ def download_command(
     """
     from cpcspeech.weights.resolve import download_model
 
-    source = run_guarded(download_model, repo, revision)
+    source = download_model(repo, revision)
     console.print(f"cached: {source.describe()}", highlight=False, markup=False)
     typer.echo(str(source.directory))
 
@@ -298,7 +308,7 @@ def export_command(
     """Write a model directory (config.json, model.safetensors, README.md) from a checkpoint."""
     from cpcspeech.weights.export import export_model
 
-    result = run_guarded(export_model, checkpoint, out_dir, overwrite=overwrite)
+    result = export_model(checkpoint, out_dir, overwrite=overwrite)
     typer.echo(
         f"wrote {result.out_dir}: config.json, model.safetensors (sha256 {result.sha256[:12]}...), "
         f"README.md; from {result.source.describe()}"
@@ -324,7 +334,7 @@ def convert_command(
     """
     from cpcspeech.weights.convert import convert
 
-    result = run_guarded(convert, source, out_dir, checkpoint=checkpoint, overwrite=overwrite)
+    result = convert(source, out_dir, checkpoint=checkpoint, overwrite=overwrite)
     ckpt = result.checkpoint
     typer.echo(
         f"wrote {result.out_dir}: config.json, model.safetensors (sha256 "
@@ -344,7 +354,7 @@ def models_command() -> None:
     from cpcspeech.weights.published import cache_root
     from cpcspeech.weights.resolve import list_models
 
-    for entry in run_guarded(list_models):
+    for entry in list_models():
         typer.echo(f"{entry.name:<34} {entry.kind:<10} {entry.state:<13} {entry.description}")
         typer.echo(f"{'':<34} from {entry.origin}")
     typer.echo(f"cache: {cache_root()}")
@@ -361,10 +371,29 @@ def push_command(
     """Upload an exported model directory to the Hugging Face Hub (maintainers; needs a token)."""
     from cpcspeech.weights.export import push_model
 
-    url = run_guarded(
-        push_model, out_dir, repo, revision=revision, private=private, commit_message=message
-    )
+    url = push_model(out_dir, repo, revision=revision, private=private, commit_message=message)
     typer.echo(f"pushed {out_dir} to {repo}: {url}")
+
+
+# ----- evaluation: probe, abx, units -----
+
+# Options the evaluation commands share, declared once (typer's Annotated form).
+DATA_HELP = "Kaldi data dir / corpus root, or a training config YAML (data.root)."
+DataOption = Annotated[str, typer.Option("--data", help=DATA_HELP)]
+FORMAT_HELP = "cpc, kaldi, ctm or textgrid (default: detected)."
+LabelFormatOption = Annotated[str | None, typer.Option("--label-format", help=FORMAT_HELP)]
+PHONES_HELP = "SYMBOL ID table (default: phones.txt beside --labels)."
+PhonesOption = Annotated[str | None, typer.Option("--phones", help=PHONES_HELP)]
+LAYER_HELP = "c (context, paper), z (encoder) or c1, c2, ... (one context layer)."
+LayerOption = Annotated[str, typer.Option("--layer", help=LAYER_HELP)]
+DeviceOption = Annotated[str, typer.Option("--device", help="Device for feature extraction.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+EVAL_MODEL_HELP = "Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
+
+
+def _progress(quiet: bool) -> bool:
+    """A progress bar unless --quiet, and only on a terminal."""
+    return not quiet and sys.stderr.isatty()
 
 
 @app.command("probe")
@@ -372,9 +401,7 @@ def probe(
     task: str | None = typer.Argument(
         None, help="phone or speaker (omit with --table, which runs both)."
     ),
-    data: str = typer.Option(
-        ..., "--data", help="Kaldi data dir / corpus root, or a training config YAML (data.root)."
-    ),
+    data: DataOption = ...,
     labels: str | None = typer.Option(
         None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
     ),
@@ -391,21 +418,15 @@ def probe(
         "--model for both tasks).",
     ),
     out: str | None = typer.Option(None, "--out", "-o", help="Folder for the JSON / table."),
-    label_format: str | None = typer.Option(
-        None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
-    ),
-    phones: str | None = typer.Option(
-        None, "--phones", help="SYMBOL ID table (default: phones.txt beside --labels)."
-    ),
+    label_format: LabelFormatOption = None,
+    phones: PhonesOption = None,
     train_list: str | None = typer.Option(
         None, "--train-list", help="Default: train_split.txt in the data dir."
     ),
     test_list: str | None = typer.Option(
         None, "--test-list", help="Default: test_split.txt in the data dir."
     ),
-    layer: str = typer.Option(
-        "c", "--layer", help="c (context, paper), z (encoder) or c1, c2, ... (one context layer)."
-    ),
+    layer: LayerOption = "c",
     hidden: int = typer.Option(0, "--hidden", help="0: linear probe; >0: one-hidden-layer MLP."),
     epochs: int = typer.Option(10, "--epochs", help="Probe training epochs (Adam, cosine lr)."),
     speaker_mode: str = typer.Option(
@@ -427,103 +448,76 @@ def probe(
         "weights' shape).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
-    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
 ) -> None:
     """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
-    from cpcspeech.eval.probes import SupervisedBudget, run_probe, run_supervised_task, run_table
+    from cpcspeech.eval.data import resolve_eval_data
+    from cpcspeech.eval.probes import ProbeOptions, run_probe
+    from cpcspeech.eval.supervised import SupervisedBudget, run_supervised_task
+    from cpcspeech.eval.table import run_table
 
-    common = dict(
-        train_list=train_list, test_list=test_list, label_format=label_format, phones=phones,
-        layer=layer, hidden=hidden, epochs=epochs, speaker_mode=speaker_mode, seed=seed,
-        device=device, progress=not quiet and sys.stderr.isatty(),
-    )  # fmt: skip
-
-    def supervised_budget() -> SupervisedBudget | None:
-        if not supervised_steps:
-            return None
-        return run_guarded(
-            SupervisedBudget, steps=supervised_steps, eval_every=supervised_eval_every,
-            norm=supervised_norm,
-        )  # fmt: skip
-
+    options = ProbeOptions(layer, hidden, epochs, speaker_mode, seed, device, _progress(quiet))
+    budget = SupervisedBudget(steps=supervised_steps, eval_every=supervised_eval_every,
+                              norm=supervised_norm) if supervised_steps else None  # fmt: skip
+    if task is None and not table:
+        raise ConfigError("give a task (phone or speaker) or --table")
+    evaluation = resolve_eval_data(data, labels, label_format, phones, train_list, test_list)
     if table:
-        if labels is None:
-            fail(ValueError("--table needs --labels (phone labels)"))
-        spec = None if baselines and model in ("mfcc", "random") else model
-        budget = supervised_budget()
-        results, markdown = run_guarded(
-            run_table, data, labels, out or "probe-table", model_spec=spec, supervised=budget,
-            baselines=baselines,
-            **common,
-        )  # fmt: skip
+        _, markdown = run_table(evaluation, out or "probe-table", options, model, budget, baselines)
         typer.echo(markdown, nl=False)
         typer.echo(f"wrote {out or 'probe-table'}/table.md and table.json")
         return
-    if task is None:
-        fail(ValueError("give a task (phone or speaker) or --table"))
-    budget = supervised_budget()
     if budget is not None:
-        result = run_guarded(
-            run_supervised_task, task, data, labels, budget, out_dir=out,
+        result = run_supervised_task(
+            task, evaluation, budget, options, out,
             on_point=lambda step, acc: typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%"),
-            **{k: common[k] for k in ("train_list", "test_list", "label_format", "phones",
-                                      "device", "progress")},
         )  # fmt: skip
     else:
-        result = run_guarded(run_probe, task, data, labels, model, out_dir=out, **common)
-    typer.echo(
-        f"{result.task} accuracy {100 * result.accuracy:.1f}% ({result.method}, "
-        f"{result.n_classes} classes, {result.n_train_frames} train / {result.n_test_frames} "
-        f"test samples, {result.seconds:.0f} s)"
-    )
+        result = run_probe(task, evaluation, model, options, out)
+    typer.echo(result.describe())
 
 
 @app.command("abx")
 def abx(
-    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
+    data: DataOption,
     labels: str | None = typer.Option(
         None, "--labels", help="Alignment (CPC, Kaldi per-frame, CTM, TextGrid) to make items."
     ),
     item: str | None = typer.Option(
         None, "--item", help="An existing .item file (Libri-light / ZeroSpeech) instead."
     ),
-    model: str = typer.Option(
-        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
-    ),
+    model: str = typer.Option("default", "--model", "-m", help=EVAL_MODEL_HELP),
     table: bool = typer.Option(False, "--table", help="Score random, mfcc and --model."),
     out: str | None = typer.Option(None, "--out", "-o", help="Folder for abx.json/.md/.item."),
-    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    layer: LayerOption = "c",
     distance: str = typer.Option("angular", "--distance", help="angular, euclidean or kl."),
     test_list: str | None = typer.Option(
         None, "--test-list", help="Default: test_split.txt in the data dir when present."
     ),
-    label_format: str | None = typer.Option(
-        None, "--label-format", help="cpc, kaldi, ctm or textgrid (default: detected)."
-    ),
-    phones: str | None = typer.Option(
-        None, "--phones", help="SYMBOL ID table (default: phones.txt beside --labels)."
-    ),
+    label_format: LabelFormatOption = None,
+    phones: PhonesOption = None,
     max_per_group: int = typer.Option(10, "--max-per-group", help="Tokens per cell (as CPC)."),
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' and of subsampling."),
-    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
 ) -> None:
     """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
-    from cpcspeech.eval.abx import run_abx
+    from cpcspeech.eval.abx import AbxOptions, run_abx
+    from cpcspeech.eval.data import resolve_eval_data
+    from cpcspeech.eval.features import table_specs
 
-    specs = ["random", "mfcc"] + ([] if model in ("random", "mfcc") else [model])
-    results, markdown = run_guarded(
-        run_abx, data, specs if table else [model], labels=labels, item_file=item, out_dir=out,
-        test_list=test_list, label_format=label_format, phones=phones, layer=layer,
-        distance=distance, max_per_group=max_per_group, seed=seed, device=device,
-        progress=not quiet and sys.stderr.isatty(),
-    )  # fmt: skip
+    options = AbxOptions(
+        layer, distance, max_per_group, seed=seed, device=device, progress=_progress(quiet)
+    )
+    evaluation = resolve_eval_data(
+        data, labels, label_format, phones, test_list=test_list, splits=("test",), required=()
+    )
+    specs = table_specs(model) if table else [model]
+    results, markdown = run_abx(evaluation, specs, options, item_file=item, out_dir=out)
     typer.echo(markdown, nl=False)
-    for r in results:
-        typer.echo(
-            f"{r.method}: {r.n_tokens} tokens of {r.n_utterances} utterances, {r.seconds:.0f} s"
-        )
+    for result in results:
+        typer.echo(result.describe())
     if out:
         typer.echo(f"wrote {out}/abx.json and abx.md")
 
@@ -537,13 +531,11 @@ app.add_typer(units_app, name="units")
 
 @units_app.command("fit")
 def units_fit(
-    data: str = typer.Option(..., "--data", help="Kaldi data dir / corpus root."),
-    model: str = typer.Option(
-        "default", "--model", "-m", help="Model, 'default', a Hub id, 'random', 'mfcc' or .npy dir."
-    ),
+    data: DataOption,
+    model: str = typer.Option("default", "--model", "-m", help=EVAL_MODEL_HELP),
     k: int = typer.Option(..., "--k", help="Number of units (clusters), e.g. 50, 100, 200."),
     out: str = typer.Option(..., "--out", "-o", help="Codebook path (X.safetensors + X.json)."),
-    layer: str = typer.Option("c", "--layer", help="c (context) or z (encoder)."),
+    layer: LayerOption = "c",
     utt_list: str | None = typer.Option(
         None, "--list", help="Utterances to fit on (default: train_split.txt when present)."
     ),
@@ -555,35 +547,26 @@ def units_fit(
     labels: str | None = typer.Option(
         None, "--labels", help="Phone labels: also score purity, PNMI and ABX on test_split.txt."
     ),
+    test_list: str | None = typer.Option(
+        None, "--test-list", help="With --labels: score on these (default: test_split.txt)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of k-means, subsampling and 'random'."),
-    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
 ) -> None:
     """Fit a k-means codebook on a corpus's frame features."""
-    from cpcspeech.eval.units import fit_units
+    from cpcspeech.eval.data import resolve_eval_data
+    from cpcspeech.eval.units import UnitsOptions, fit_units
 
-    r = run_guarded(
-        fit_units, data, model, k, out, layer=layer, utt_list=utt_list, standardize=standardize,
-        method=method, max_frames=max_frames, labels=labels, seed=seed, device=device,
-        progress=not quiet and sys.stderr.isatty(),
-    )  # fmt: skip
-    typer.echo(
-        f"wrote {r.path} (K={r.codebook.k}, {r.codebook.dim}-d, model sha256 "
-        f"{r.codebook.model_sha256[:12]}...): {r.n_frames} frames of {r.n_utterances} "
-        f"utterances, features {r.feature_seconds:.1f} s, k-means ({method}) "
-        f"{r.kmeans_seconds:.1f} s"
+    options = UnitsOptions(
+        k, layer, standardize, method, max_frames, seed, device, progress=_progress(quiet)
     )
-    if r.quality:
-        q = r.quality
-        line = (
-            f"test split: phone purity {q['phone_purity']:.3f}, cluster purity "
-            f"{q['cluster_purity']:.3f}, PNMI {q['pnmi']:.3f}"
-        )
-        if "abx_within" in q:
-            line += (
-                f", ABX within {100 * q['abx_within']:.2f}%, across {100 * q['abx_across']:.2f}%"
-            )
-        typer.echo(line)
+    # fit on --list (else train_split.txt, else everything); with labels, score on test_split.txt
+    splits = ("train", "test") if labels else ("train",)
+    evaluation = resolve_eval_data(
+        data, labels, train_list=utt_list, test_list=test_list, splits=splits, required=("test",)
+    )
+    typer.echo(fit_units(evaluation, model, out, options).describe())
 
 
 @units_app.command("apply")
@@ -601,21 +584,14 @@ def units_apply(
     collapse: bool = typer.Option(
         False, "--collapse", help="Merge repeated units (12 12 45 -> 12 45)."
     ),
-    device: str = typer.Option("cpu", "--device", help="Device for feature extraction."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: DeviceOption = "cpu",
+    quiet: QuietOption = False,
 ) -> None:
     """Turn audio into unit sequences with a codebook (ZeroSpeech / GSLM text, or .npy)."""
     from cpcspeech.eval.units import apply_units
 
-    r = run_guarded(
-        apply_units, codebook, inputs, out, model_spec=model, collapse=collapse, device=device,
-        progress=not quiet and sys.stderr.isatty(),
+    result = apply_units(
+        codebook, inputs, out, model_spec=model, collapse=collapse, device=device,
+        progress=_progress(quiet),
     )  # fmt: skip
-    typer.echo(
-        f"wrote {r.out}: {r.n_utterances} utterances, {r.n_frames} frames, {r.seconds:.1f} s"
-    )
-
-
-def main() -> None:  # pragma: no cover - entry point for `python -m cpcspeech`
-    app()
-    sys.exit(0)
+    typer.echo(result.describe())
