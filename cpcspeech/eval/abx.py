@@ -343,7 +343,7 @@ def run_abx(
             write_item_file(items, out / "abx.item")
         write_text_atomic(out / "abx.md", table)
         payload = {
-            "data": data.data,
+            "data": data.data_option,
             "labels": data.labels,
             "item_file": str(item_file) if item_file else str(out / "abx.item"),
             "results": [r.to_dict() for r in results],

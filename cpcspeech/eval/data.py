@@ -24,7 +24,7 @@ class EvalData:
     """What an evaluation reads, resolved once.
 
     Attributes:
-        data: ``--data`` as given (a corpus, or a training config YAML naming ``data.root``).
+        data_option: ``--data`` as given (a corpus, or a training config YAML naming ``data.root``).
         root: the corpus folder.
         train, test: the utterances of each split, in list order (empty when not asked for).
         alignment: per-frame phone ids and the phone table (None without ``--labels``).
@@ -33,7 +33,7 @@ class EvalData:
         speakers: speaker name -> class id over both splits (sorted names).
     """
 
-    data: str
+    data_option: str
     root: Path
     train: tuple[Utterance, ...]
     test: tuple[Utterance, ...]
@@ -117,7 +117,7 @@ def resolve_eval_data(
         fmt = label_format or detect_format(labels)
         alignment = read_eval_labels(labels, fmt, phones, everyone)
     return EvalData(
-        data=os.fspath(data), root=root, train=found["train"], test=found["test"],
+        data_option=os.fspath(data), root=root, train=found["train"], test=found["test"],
         alignment=alignment, labels=None if labels is None else os.fspath(labels),
         label_format=fmt, speakers=speaker_ids(everyone),
     )  # fmt: skip
