@@ -29,7 +29,7 @@ def rss_mib() -> dict[str, int]:
 
 
 def worker(mode: str) -> None:
-    from cpcspeech.extract import _StackedNpy
+    from cpcspeech.io.writers import StackedNpy
 
     block = np.random.default_rng(0).standard_normal((BLOCK, DIM)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +43,7 @@ def worker(mode: str) -> None:
             array.flush()
             del array
         else:
-            writer = _StackedNpy(path, ROWS, DIM)
+            writer = StackedNpy(path, ROWS, DIM)
             for _ in range(0, ROWS - BLOCK + 1, BLOCK):
                 writer.append(block)
             after = rss_mib()

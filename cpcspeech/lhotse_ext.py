@@ -1,23 +1,21 @@
-"""lhotse integration: the ``"cpc"`` FeatureExtractor, and CutSet / RecordingSet manifests as
-inputs to ``cpcspeech extract``.
+"""lhotse integration: the ``"cpc"`` FeatureExtractor (CutSet / RecordingSet manifests as
+audio sources live in ``cpcspeech.io.lhotse``).
 
 lhotse is an optional extra (``pip install 'cpcspeech[lhotse]'``). This module imports it at the
-top (the extractor subclasses lhotse's base class), so extract.py imports this module lazily.
+top (the extractor subclasses lhotse's base class); nothing in the package imports this module.
 """
 
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
-from lhotse import CutSet, RecordingSet, load_manifest
 from lhotse.features.base import FeatureExtractor, register_extractor
 from lhotse.utils import compute_num_frames_from_samples
 
-from cpcspeech.errors import AudioError, ConfigError, CPCSpeechError
-from cpcspeech.io.audio import AudioInfo, resampled_length, to_mono
-from cpcspeech.model.cpc import CPCModel
+from cpcspeech.errors import ConfigError, CPCSpeechError
+from cpcspeech.io.audio import to_mono
+from cpcspeech.io.lhotse import MANIFEST_SUFFIXES, LhotseAudio, is_manifest, manifest_inputs
+from cpcspeech.weights.resolve import load_model
 
 EXTRACTOR_NAME = "cpc"
 """The name the extractor is registered under; lhotse Features manifests carry it as ``type``."""
@@ -25,7 +23,11 @@ EXTRACTOR_NAME = "cpc"
 FRAME_TOLERANCE = 2
 """Most frames our count may differ from lhotse's before :func:`match_lhotse_frames` refuses."""
 
-MANIFEST_SUFFIXES = (".jsonl.gz", ".jsonl")
+# manifests as audio sources moved to cpcspeech.io.lhotse; these names stay importable from here
+__all__ = [
+    "EXTRACTOR_NAME", "FRAME_TOLERANCE", "MANIFEST_SUFFIXES", "CPCFeatureConfig",
+    "CPCFeatureExtractor", "LhotseAudio", "is_manifest", "manifest_inputs", "match_lhotse_frames",
+]  # fmt: skip
 
 
 def match_lhotse_frames(
@@ -67,7 +69,7 @@ def match_lhotse_frames(
 class CPCFeatureConfig:
     """Settings of the ``"cpc"`` extractor (lhotse stores them in its manifests)."""
 
-    model: str = "default"  # any CPCModel.from_pretrained spec
+    model: str = "default"  # any cpcspeech.load_model spec
     layer: str = "c"  # "c" (D = 256 for the shipped weights) or "z" (D = 512)
     precision: str = "fp32"  # or "bf16" (see CPCModel.extract)
     chunk_seconds: float = 20.0  # audio per forward chunk; bounds memory, same features
@@ -116,7 +118,7 @@ class CPCFeatureExtractor(FeatureExtractor):
 
     def __init__(self, config: CPCFeatureConfig | None = None) -> None:
         super().__init__(config)
-        model = CPCModel.from_pretrained(self.config.model)
+        model, _ = load_model(self.config.model)
         self.model = model.eval().to(torch.device(self.config.device))
 
     @property
@@ -148,70 +150,3 @@ class CPCFeatureExtractor(FeatureExtractor):
             )  # (T, D), T = (N16 + 1) // 160
         feats = feats.to("cpu", torch.float32).numpy()
         return match_lhotse_frames(feats, data.shape[1], sampling_rate, self.frame_shift)
-
-
-# ----- manifests as extract inputs -----
-
-
-def is_manifest(path: Path) -> bool:
-    return path.name.lower().endswith(MANIFEST_SUFFIXES)
-
-
-@dataclass(frozen=True, eq=False)
-class LhotseAudio:
-    """The audio of one cut or recording of a lhotse manifest, read by lhotse."""
-
-    manifest: str
-    item: object  # a lhotse Cut or Recording
-
-    @property
-    def label(self) -> str:
-        return f"{self.manifest}#{self.item.id}"
-
-    def info(self, sample_rate: int, min_samples: int) -> AudioInfo:
-        """Length from the manifest (no audio read)."""
-        rate, count = int(self.item.sampling_rate), int(self.item.num_samples)
-        num_samples = resampled_length(count, rate, sample_rate)
-        if num_samples < min_samples:
-            raise AudioError(
-                self.label,
-                f"too short: {num_samples} samples at {sample_rate} Hz, need at least "
-                f"{min_samples} for one frame",
-            )
-        return AudioInfo(self.label, rate, count, int(self.item.num_channels), num_samples)
-
-    def load(self, sample_rate: int, min_samples: int) -> np.ndarray:
-        """Returns wav: (N,) float32 mono at ``sample_rate``."""
-        try:
-            samples = self.item.load_audio()  # (channels, n) float32 at the item's rate
-        except Exception as err:  # lhotse raises many types for missing or unreadable audio
-            raise AudioError(self.label, f"lhotse could not load the audio ({err})") from err
-        data = np.asarray(samples, dtype=np.float32).T  # (n, channels)
-        return to_mono(self.label, data, int(self.item.sampling_rate), sample_rate, min_samples)
-
-
-def manifest_inputs(path: str | os.PathLike) -> list[tuple[str, LhotseAudio]]:
-    """A CutSet or RecordingSet manifest -> (cut or recording id, its audio), in manifest order."""
-    path = Path(path)
-    try:
-        manifest = load_manifest(path)
-    except Exception as err:
-        raise CPCSpeechError(
-            f"{path}: expected a lhotse CutSet or RecordingSet manifest, lhotse could not read "
-            f"it ({err})"
-        ) from err
-    if not isinstance(manifest, CutSet | RecordingSet):
-        raise CPCSpeechError(
-            f"{path}: expected a lhotse CutSet or RecordingSet manifest, found a "
-            f"{type(manifest).__name__}"
-        )
-    items = []
-    for item in manifest:
-        if "/" in item.id or "\\" in item.id or item.id in (".", ".."):
-            raise CPCSpeechError(f"{path}: id {item.id!r} must not contain a path separator")
-        if isinstance(manifest, CutSet) and not item.has_recording:
-            raise CPCSpeechError(f"{path}: cut {item.id!r} expected to have audio, found none")
-        items.append((item.id, LhotseAudio(str(path), item)))
-    if not items:
-        raise CPCSpeechError(f"{path}: expected at least one cut or recording, found none")
-    return items

@@ -58,9 +58,9 @@ def test_kaldi_dir_relative_paths_and_list_order(tmp_path):
     ("wav_scp", "utt2spk", "match"),
     [
         ("u1 a.flac\n", "", "no speaker"),
-        ("u1 sox a.wav -t wav - |\n", "u1 s\n", "piped command"),
-        ("u1 a.flac\nu1 b.flac\n", "u1 s\n", "duplicate key"),
-        ("u1\n", "u1 s\n", "expected 'KEY VALUE'"),
+        ("u/1 a.flac\n", "u/1 s\n", "must not contain a path separator"),
+        ("u1 a.flac\nu1 b.flac\n", "u1 s\n", "duplicate utterance id 'u1', already used on line 1"),
+        ("u1\n", "u1 s\n", "expected 'UTT_ID PATH'"),
     ],
 )
 def test_kaldi_dir_errors(tmp_path, wav_scp, utt2spk, match):
@@ -70,13 +70,37 @@ def test_kaldi_dir_errors(tmp_path, wav_scp, utt2spk, match):
         find_utterances(tmp_path)
 
 
-def test_kaldi_dir_with_segments_is_refused_where_whole_files_are_read(tmp_path):
-    # With a segments file wav.scp names recordings: reading them as utterances would be wrong.
-    (tmp_path / "wav.scp").write_text("rec1 a.flac\n")
+def test_kaldi_dir_with_segments_gives_one_utterance_per_segment(tmp_path):
+    # With a segments file wav.scp names recordings; each segment is an utterance, cut from its
+    # recording exactly as extract cuts it, with its speaker from utt2spk.
+    wav = np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
+    (tmp_path / "wav.scp").write_text("rec1 a.wav\n")
+    (tmp_path / "utt2spk").write_text("u1 s\nu2 t\n")
+    (tmp_path / "segments").write_text("u2 rec1 1.0 -1\nu1 rec1 0.0 0.5\n")
+    utts = find_utterances(tmp_path)
+    assert [(u.utt_id, u.speaker, u.kind) for u in utts] == [
+        ("u1", "s", "segment"),
+        ("u2", "t", "segment"),
+    ]
+    np.testing.assert_array_equal(utts[0].load(), wav[:8000])
+    assert utts[1].measure().num_samples == 16000
     (tmp_path / "utt2spk").write_text("u1 s\n")
-    (tmp_path / "segments").write_text("u1 rec1 0.0 1.5\n")
-    with pytest.raises(CorpusError, match="without a segments file, found .*segments"):
+    with pytest.raises(CorpusError, match="no speaker for 1 utterance.* in segments"):
         find_utterances(tmp_path)
+
+
+def test_piped_wav_scp_entries_are_utterances_too(tmp_path):
+    pytest.importorskip("kaldiio")
+    wav = np.random.default_rng(1).normal(0, 0.1, 4000).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
+    (tmp_path / "wav.scp").write_text(f"u1 cat {tmp_path / 'a.wav'} |\n")
+    (tmp_path / "utt2spk").write_text("u1 s\n")
+    [utt] = find_utterances(tmp_path)
+    assert utt.kind == "command" and utt.label == f"cat {tmp_path / 'a.wav'} |"
+    assert utt.info().num_samples == 0  # unknown until the command runs
+    assert utt.measure().num_samples == 4000
+    np.testing.assert_array_equal(utt.load(), wav)
 
 
 def test_missing_and_empty_inputs_error(tmp_path):

@@ -14,15 +14,13 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.errors import AudioError, CPCSpeechError
-from cpcspeech.extract import (
-    INDEX_COLUMNS,
-    _read_ahead,
-    _StackedNpy,
-    extract_features,
-    find_inputs,
-    read_index,
-)
+from cpcspeech.extract import extract_features
 from cpcspeech.io.audio import load_audio
+from cpcspeech.io.index import INDEX_COLUMNS, FileResult, read_index
+from cpcspeech.io.read_ahead import read_ahead
+from cpcspeech.io.shards import Shard
+from cpcspeech.io.sources import find_sources
+from cpcspeech.io.writers import NpyFolderWriter, StackedNpy, StackedNpyWriter, parse_output
 from cpcspeech.model.cpc import CPCModel
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
@@ -194,17 +192,17 @@ def test_console_script(tmp_path, audio_dir):
 # ----- library-level behaviour -----
 
 
-def test_find_inputs_order_duplicates_and_empty(tmp_path, audio_dir):
-    items = find_inputs([str(audio_dir)])
+def test_find_sources_order_duplicates_and_empty(tmp_path, audio_dir):
+    items = find_sources([str(audio_dir)])
     assert [i.key for i in items] == ["a", "c", "sub/b"]
     assert all(i.path.is_absolute() for i in items)
     with pytest.raises(CPCSpeechError, match="listed twice"):
-        find_inputs([str(audio_dir), str(audio_dir / "a.wav")])
+        find_sources([str(audio_dir), str(audio_dir / "a.wav")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(CPCSpeechError, match="found none"):
-        find_inputs([str(tmp_path / "empty")])
+        find_sources([str(tmp_path / "empty")])
     with pytest.raises(CPCSpeechError, match="found nothing"):
-        find_inputs([str(tmp_path / "nowhere")])
+        find_sources([str(tmp_path / "nowhere")])
 
 
 def test_bad_out_and_key_collision(tmp_path, audio_dir):
@@ -219,13 +217,13 @@ def test_bad_out_and_key_collision(tmp_path, audio_dir):
 def test_stacked_npy_grows_and_shrinks_in_place(tmp_path):
     path = tmp_path / "grow.npy"
     path.touch()
-    writer = _StackedNpy(path, capacity=3, dim=4)
+    writer = StackedNpy(path, capacity=3, dim=4)
     blocks = [np.full((2, 4), i, np.float32) for i in range(4)]
     for block in blocks:  # 8 rows into a 3-row array: grows twice
         writer.append(block)
     writer.close()
     np.testing.assert_array_equal(np.load(path), np.concatenate(blocks))
-    writer = _StackedNpy(path, capacity=10, dim=4)
+    writer = StackedNpy(path, capacity=10, dim=4)
     writer.append(blocks[1])
     writer.close()
     np.testing.assert_array_equal(np.load(path), blocks[1])
@@ -321,19 +319,19 @@ def test_bf16_precision_is_close_to_fp32(tmp_path, audio_dir):
 
 def test_read_ahead_keeps_order_errors_and_stops_early(tmp_path, audio_dir):
     paths = [audio_dir / "a.wav", None, tmp_path / "missing.wav", audio_dir / "c.ogg"]
-    found = list(_read_ahead(paths, lambda path: load_audio(path, 16000, 159), depth=1))
+    found = list(read_ahead(paths, lambda path: load_audio(path, 16000, 159), depth=1))
     np.testing.assert_array_equal(found[0], load_audio(paths[0]))
     assert found[1] is None
     assert isinstance(found[2], AudioError) and "missing.wav" in str(found[2])
     np.testing.assert_array_equal(found[3], load_audio(paths[3]))
-    reader = _read_ahead([audio_dir / "a.wav"] * 50, load_audio, depth=2)
+    reader = read_ahead([audio_dir / "a.wav"] * 50, load_audio, depth=2)
     next(reader)
     reader.close()  # joins the reader thread, which is blocked on the full queue
     assert not [t for t in threading.enumerate() if t.name == "cpcspeech-reader"]
 
 
 def test_stacked_npy_writes_no_memmap_and_checks_width(tmp_path):
-    writer = _StackedNpy(tmp_path / "w.npy", capacity=0, dim=3)
+    writer = StackedNpy(tmp_path / "w.npy", capacity=0, dim=3)
     with pytest.raises(ValueError, match=r"\(T, 3\)"):
         writer.append(np.zeros((2, 4), np.float32))
     writer.append(np.ones((5, 3), np.float64))  # converted to float32 on write
@@ -353,3 +351,41 @@ def test_batched_extraction_equals_one_at_a_time(tmp_path, audio_dir):
     np.testing.assert_allclose(np.load(batched), np.load(one), rtol=0, atol=1e-4)
     result = invoke(*base, "--out", str(batched), "--batch-seconds", "-1")
     assert result.exit_code == 2 and "--batch-seconds" in result.output
+
+
+# ----- writers -----
+
+
+def test_parse_output_touches_no_path_and_picks_one_writer_per_format(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(parse_output("new/feats.npy"), StackedNpyWriter)
+    assert isinstance(parse_output("new/dir/"), NpyFolderWriter)
+    sharded = parse_output("new/feats.npy", Shard(1, 3))
+    assert sharded.out == Path("new/feats.shard-1-of-3.npy")
+    assert sharded.index == Path("new/feats.shard-1-of-3.index.tsv")
+    with pytest.raises(CPCSpeechError, match=r"ending in \.npy"):
+        parse_output("new/feats.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["feats.npy", "dir/"])
+def test_writer_abort_leaves_nothing_half_written(tmp_path, audio_dir, out):
+    writer = parse_output(f"{tmp_path}/o/{out}")
+    sources = find_sources([audio_dir])
+    writer.check(sources, dim=3)
+    results = [FileResult(s, 0, 2, 0.1, "ok") for s in sources]
+    writer.write(results[0], np.ones((2, 3), np.float32))
+    writer.write(results[1], None)
+    writer.abort()
+    left = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    # a folder output keeps the files already finished (whole); nothing else is left
+    assert left == ([] if out == "feats.npy" else [tmp_path / "o" / "dir" / "a.npy"])
+    writer = parse_output(tmp_path / "p" / "feats.npy")
+    writer.check(sources, dim=3)
+    writer.write(results[0], np.ones((2, 3), np.float32))
+    writer.write(results[1], None)
+    writer.commit(results[:2])
+    assert np.load(tmp_path / "p" / "feats.npy").shape == (2, 3)
+    rows = read_index(tmp_path / "p" / "feats.index.tsv")
+    assert [(r["first_row"], r["id"]) for r in rows] == [("0", "a"), ("2", "c")]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["feats.index.tsv", "feats.npy"]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.config import ModelConfig
-from cpcspeech.extract import read_index
+from cpcspeech.io.index import read_index
 from cpcspeech.model.cpc import CPCModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -458,7 +458,7 @@ def test_malformed_hub_revisions_fail_before_the_network(monkeypatch, spec, frag
         (["--epochs", "0"], "--epochs: expected >= 1, found 0"),
         (["--hidden", "-5"], "--hidden: expected 0 (linear) or a width >= 1, found -5"),
         (["--layer", "q"], "--layer: expected c, z or c1..cN, found 'q'"),
-        (["--device", "tpu"], "device: expected auto, cpu or cuda, found 'tpu'"),
+        (["--device", "tpu"], "device: expected auto, cpu or cuda (or cuda:N), found 'tpu'"),
         (["--out", "file.txt/x"], "file.txt is a file, expected a folder"),
         (["--table", "--supervised-steps", "-4"], "supervised steps: expected >= 1, found -4"),
         (["--table", "--out", "file.txt"], "file.txt is a file, expected a folder"),

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
-from cpcspeech.extract import find_inputs
 from cpcspeech.io.audio import load_audio
+from cpcspeech.io.sources import find_sources
 from cpcspeech.model.cpc import CPCModel
 
 kaldiio = pytest.importorskip("kaldiio", reason="kaldiio not installed (pip install '.[kaldi]')")
@@ -204,10 +204,10 @@ def test_segment_samples_match_kaldiio_segments_reader(tmp_path, audio_dir):
     (data / "wav.scp").write_text(f"rec_c {audio_dir / 'c.wav'}\n")
     (data / "segments").write_text("s1 rec_c 0.0 0.77\ns2 rec_c 0.3333 1.9001\ns3 rec_c 2.01 -1\n")
     theirs = kaldiio.load_scp(str(data / "wav.scp"), segments=str(data / "segments"))
-    for item in find_inputs([data]):
+    for item in find_sources([data]):
         rate, samples = theirs[item.id]
         assert rate == 16000 and samples.dtype == np.int16
-        ours = item.reader.load(16000, 159)
+        ours = item.load(16000, 159)
         np.testing.assert_array_equal(ours, samples.astype(np.float32) / 32768)
 
 
@@ -299,3 +299,22 @@ def test_sigterm_midway_leaves_no_archive(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long"]
+
+
+def test_ark_out_is_parsed_before_any_path_is_touched(tmp_path, audio_dir, monkeypatch):
+    """Issue 19: the raw ``--out`` used to be checked as a folder, which created a folder named
+    ``ark,scp:k/f.ark,k`` in the working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = invoke(str(audio_dir / "a.wav"), "--out", "ark,t,scp:k/f.ark,k/f.scp")
+    assert result.exit_code == 2 and "found options ['t']" in result.output
+    assert list(work.iterdir()) == []  # a refused spec touches nothing
+    result = invoke(str(audio_dir / "a.wav"), "--out", "ark,scp:k/f.ark,k/f.scp")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [
+        "k",
+        "k/f.ark",
+        "k/f.scp",
+    ]
+    assert list(kaldiio.load_scp("k/f.scp")) == ["a"]

@@ -9,10 +9,11 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from cpcspeech import load_model
 from cpcspeech.cli import app
 from cpcspeech.errors import ConfigError, CPCSpeechError
-from cpcspeech.extract import read_index
 from cpcspeech.io.audio import load_audio, resampled_length, to_mono
+from cpcspeech.io.index import read_index
 from cpcspeech.model.cpc import CPCModel
 
 lhotse = pytest.importorskip("lhotse", reason="lhotse not installed (pip install '.[lhotse]')")
@@ -48,7 +49,7 @@ def audio_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def model() -> CPCModel:
-    return CPCModel.from_pretrained("default").eval()
+    return load_model("default")[0]
 
 
 def ours(model: CPCModel, wav: np.ndarray, layer: str = "c") -> np.ndarray:

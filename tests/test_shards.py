@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cpcspeech.cli import app
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.extract import read_index
+from cpcspeech.io.index import read_index
 from cpcspeech.io.shards import MergedFeatures, Shard, assign_shards, parse_shard
 
 runner = CliRunner()

@@ -7,6 +7,7 @@ kaldiio is an optional extra (``pip install 'cpcspeech[kaldi]'``); it is importe
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class CommandAudio:
     """
 
     command: str  # including the trailing '|'
+    kind: ClassVar[str] = "command"
 
     @property
     def label(self) -> str:
@@ -73,13 +75,16 @@ class CommandAudio:
 class Recording:
     """One wav.scp recording shared by its segments: decoded once, dropped after its last segment.
 
-    ``path`` is an audio file, or ``command`` a piped entry (see :class:`CommandAudio`).
+    ``path`` is an audio file, or ``command`` a piped entry (see :class:`CommandAudio`). With
+    ``keep`` False the waveform is never kept: each segment decodes the recording again, which
+    bounds memory when segments are read in any order and more than once (training windows).
     """
 
     label: str
     path: Path | None = None
     command: CommandAudio | None = None
     pending: int = 0  # segments that will still ask for the waveform
+    keep: bool = True
     _info: AudioInfo | None = None
     _wav: np.ndarray | None = None
     _error: AudioError | None = None
@@ -96,16 +101,19 @@ class Recording:
         """The whole recording, (N,) float32 at ``sample_rate``; decoded on the first call only."""
         if self._error is not None:
             raise self._error
-        if self._wav is None:
-            try:
-                if self.command is not None:
-                    self._wav = self.command.load(sample_rate, min_samples=1)
-                else:
-                    self._wav = load_audio(self.path, sample_rate, min_samples=1)
-            except AudioError as err:
-                self._error = err
-                raise
-        return self._wav
+        if self._wav is not None:
+            return self._wav
+        try:
+            if self.command is not None:
+                wav = self.command.load(sample_rate, min_samples=1)
+            else:
+                wav = load_audio(self.path, sample_rate, min_samples=1)
+        except AudioError as err:
+            self._error = err
+            raise
+        if self.keep:
+            self._wav = wav
+        return wav
 
     def release(self) -> None:
         """One segment is done with the recording; the last one frees the waveform."""
@@ -127,6 +135,7 @@ class SegmentAudio:
     recording: Recording
     start: float  # seconds
     end: float  # seconds, or -1 for the end of the recording
+    kind: ClassVar[str] = "segment"
 
     @property
     def label(self) -> str:

@@ -89,7 +89,7 @@ def shard_output(out: str | os.PathLike, shard: Shard) -> Path:
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of an index; fields stay escaped as extract wrote them (a merged index
-    copies them through unchanged, and ``extract.read_index`` unescapes any index)."""
+    copies them through unchanged, and ``cpcspeech.io.index.read_index`` unescapes any index)."""
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         header = f.readline().rstrip("\n").split("\t")
         rows = []
