@@ -63,3 +63,77 @@ def test_plan_batches_groups_similar_lengths_within_budget() -> None:
 def test_extract_batch_rejects_too_short() -> None:
     with pytest.raises(ValueError, match="at least"):
         extract_batch(model_with("none"), [torch.zeros(100)])
+
+
+def padded(wavs: list[torch.Tensor], extra: int = 0) -> torch.Tensor:
+    """(B, N_max + extra): each row an utterance, right-padded with zeros."""
+    batch = torch.zeros(len(wavs), max(len(w) for w in wavs) + extra)
+    for i, wav in enumerate(wavs):
+        batch[i, : len(wav)] = wav
+    return batch
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"norm": "none"},
+        {"norm": "channel"},
+        {"norm": "instance", "context_type": "lstm", "context_layers": 2},
+    ],
+    ids=["none", "channel", "instance-lstm2"],
+)
+def test_forward_padded_rows_equal_single_utterances(overrides: dict) -> None:
+    torch.manual_seed(0)
+    model = CPCModel(ModelConfig(encoder_channels=32, context_dim=16, **overrides)).eval()
+    lengths = [159, 160, 161, 481, 1591, 4999, 5000, 12007]
+    if overrides["norm"] == "instance":  # nn.InstanceNorm1d refuses a single frame
+        lengths = [n for n in lengths if model.num_frames(n) > 1]
+    wavs = wavs_of(lengths)
+    batch = padded(wavs, extra=700)  # padding past the longest row too
+    with torch.no_grad():
+        z, c, frame_lengths = model.forward_padded(batch, torch.tensor(lengths))
+    total = model.num_frames(batch.shape[1])
+    assert z.shape == (len(wavs), total, 32) and c.shape == (len(wavs), total, 16)
+    assert frame_lengths.dtype == torch.long
+    assert frame_lengths.tolist() == [model.num_frames(n) for n in lengths]
+    for i, wav in enumerate(wavs):
+        valid = int(frame_lengths[i])
+        with torch.no_grad():
+            z_one, c_one = model(wav.unsqueeze(0))  # (1, T_i, D)
+        torch.testing.assert_close(z[i, :valid], z_one[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(c[i, :valid], c_one[0], rtol=0, atol=1e-5)
+        assert not z[i, valid:].any() and not c[i, valid:].any()  # padding frames are zero
+
+
+def test_forward_padded_rows_without_a_frame_are_empty() -> None:
+    model = model_with("none")
+    wavs = wavs_of([100, 3000, 0])
+    with torch.no_grad():
+        z, c, frame_lengths = model.forward_padded(padded(wavs), [100, 3000, 0])
+        _, c_one = model(wavs[1].unsqueeze(0))
+    assert frame_lengths.tolist() == [0, model.num_frames(3000), 0]
+    assert not z[0].any() and not c[0].any() and not z[2].any() and not c[2].any()
+    torch.testing.assert_close(c[1], c_one[0], rtol=0, atol=1e-5)
+    with torch.no_grad():
+        z, c, frame_lengths = model.forward_padded(torch.zeros(2, 100), [100, 50])
+    assert z.shape == (2, 0, 32) and c.shape == (2, 0, 16) and frame_lengths.tolist() == [0, 0]
+
+
+def test_forward_padded_checks_its_input() -> None:
+    model = model_with("none")
+    with pytest.raises(ValueError, match=r"Expected 2 lengths in \[0, 1000\]. Found: \[1000, 1"):
+        model.forward_padded(torch.zeros(2, 1000), [1000, 1001])
+    with pytest.raises(ValueError, match=r"Expected 2 lengths"):
+        model.forward_padded(torch.zeros(2, 1000), [1000])
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        model.forward_padded(torch.zeros(1000), [1000])
+    with pytest.raises(ValueError, match="precision"):
+        model.forward_padded(torch.zeros(1, 1000), [1000], precision="fp16")
+
+
+def test_forward_padded_keeps_autograd() -> None:
+    model = model_with("channel").train()
+    wavs = wavs_of([2000, 3500])
+    z, c, _ = model.forward_padded(padded(wavs), [2000, 3500])
+    (z.sum() + c.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -264,8 +264,10 @@ def test_model_option_takes_a_checkpoint_file_or_run_folder(tmp_path: Path, refe
     assert locate_model(str(RUN)).kind == "cpc_audio"
     with pytest.raises(ModelLoadError, match="cpcspeech convert"):
         resolve_model_dir(str(RELEASE))
-    model = CPCModel.from_pretrained(str(RELEASE))
-    assert model.config.context_layers == 2 and not model.training
+    model, source = load_model(str(RELEASE))
+    assert model.config.context_layers == 2 and not model.training and source.kind == "cpc_audio"
+    with pytest.raises(ModelLoadError, match=r"use cpcspeech\.load_model"):
+        CPCModel.from_pretrained(str(RELEASE))
 
 
 def test_export_points_cpc_audio_checkpoints_to_convert(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpcspeech import CPCModel
+from cpcspeech import load_model
 
 GOLDEN = Path(__file__).parent / "data" / "golden_default.npz"
 
@@ -23,7 +23,7 @@ def golden_input() -> np.ndarray:
 
 
 def golden_features() -> dict[str, np.ndarray]:
-    model = CPCModel.from_pretrained("default").eval()
+    model, _ = load_model("default")  # in eval mode
     wav = golden_input()
     with torch.no_grad():
         c = model.extract(wav, layer="c").numpy()  # (130, 256)

@@ -313,7 +313,7 @@ import json, os, sys, urllib.request
 from pathlib import Path
 import torch
 from safetensors.torch import save_file
-from cpcspeech import CPCModel
+from cpcspeech import load_model
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.weights.resolve import describe_model_source, locate_model
 
@@ -334,7 +334,7 @@ for i, job in enumerate(jobs):
             str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())})
         continue
     try:
-        model = CPCModel.from_pretrained(job["spec"], revision=job.get("revision"))
+        model, _ = load_model(job["spec"], revision=job.get("revision"))
     except CPCSpeechError as err:
         results.append({"ok": False, "type": type(err).__name__, "error": str(err)})
         continue

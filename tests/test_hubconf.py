@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpcspeech import load_model
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.model.cpc import CPCModel
@@ -23,13 +24,13 @@ def same_weights(a: CPCModel, b: CPCModel) -> bool:
 def test_default_is_the_shipped_model():
     model = torch.hub.load(str(REPO), "cpc", name="default", source="local")
     assert isinstance(model, CPCModel) and not model.training
-    assert same_weights(model, CPCModel.from_pretrained("default"))
+    assert same_weights(model, load_model("default")[0])
     wav = torch.randn(16000 + 159)
     with torch.inference_mode():
         assert model.extract(wav).shape == (101, 256)  # (N + 1) // 160 frames of c_t
 
 
-def test_any_from_pretrained_name_passes_through(tmp_path):
+def test_any_load_model_spec_passes_through(tmp_path):
     torch.manual_seed(3)
     saved = CPCModel(ModelConfig(encoder_channels=16, context_dim=8))
     saved.save_pretrained(tmp_path / "small")

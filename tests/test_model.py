@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.model.cpc import CONFIG_NAME, WEIGHTS_NAME, ChannelNorm, CPCModel, channel_norm_relu
+from cpcspeech.model import CONFIG_NAME, WEIGHTS_NAME, random_model
+from cpcspeech.model.cpc import ChannelNorm, CPCModel, channel_norm_relu
 
 NORMS = ("none", "channel", "layer")
 
@@ -405,3 +406,25 @@ def test_extract_accepts_numpy_from_load_audio():
     out = model.extract(wav)
     assert out.shape == (model.num_frames(4000), 256)
     torch.testing.assert_close(out, model.extract(torch.from_numpy(wav)))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"norm": "channel", "context_type": "lstm", "context_layers": 2}, {"norm": "batch"}],
+    ids=["paper", "channel-lstm2", "batch"],
+)
+def test_random_model_is_seeded_locally_and_equals_the_global_seed_recipe(overrides) -> None:
+    """--model random: the weights of torch.manual_seed(s); CPCModel(), without touching the
+    global RNG (so features of a seed stay what they were)."""
+    config = ModelConfig(encoder_channels=32, context_dim=16, **overrides)
+    for seed in (0, 3):
+        torch.manual_seed(seed)
+        expected = CPCModel(config).state_dict()
+        torch.manual_seed(1234)
+        before = torch.get_rng_state()
+        found = random_model(seed, config).state_dict()
+        assert torch.equal(torch.get_rng_state(), before)
+        assert found.keys() == expected.keys()
+        assert all(torch.equal(found[k], expected[k]) for k in expected)
+    a, b = random_model(0, config).state_dict(), random_model(1, config).state_dict()
+    assert not torch.equal(a["encoder.convs.0.weight"], b["encoder.convs.0.weight"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from cpcspeech import load_model
 from cpcspeech.cli import app
 from cpcspeech.config import Config, ModelConfig, config_to_dict
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
@@ -115,7 +117,7 @@ def test_run_dir_uses_latest_checkpoint_without_best(run_dir) -> None:
     source = locate_model(str(run))
     assert source.directory == run / "checkpoints" / "step-00000200"
     assert "latest checkpoint, step 200" in source.detail
-    assert same_model(CPCModel.from_pretrained(str(run)), models[200])
+    assert same_model(load_model(str(run))[0], models[200])
     # The checkpoints/ folder itself works too.
     assert resolve_model_dir(str(run / "checkpoints")) == source.directory
 
@@ -126,8 +128,24 @@ def test_run_dir_prefers_best_txt(run_dir) -> None:
     source = locate_model(str(run))
     assert source.directory == run / "checkpoints" / "step-00000100"
     assert "best.txt" in source.detail
-    assert same_model(CPCModel.from_pretrained(str(run)), models[100])
+    assert same_model(load_model(str(run))[0], models[100])
     assert "best.txt" in describe_model_source(str(run))
+
+
+def test_from_pretrained_names_load_model_for_every_other_spec(run_dir, tmp_path, monkeypatch):
+    """CPCModel.from_pretrained loads a model directory; the rest is cpcspeech.load_model's."""
+    run, models = run_dir
+    monkeypatch.chdir(tmp_path)
+    for spec in ("default", "org/name", str(run), "librilight-60k", "missing"):
+        with pytest.raises(ModelLoadError, match=re.escape(f"cpcspeech.load_model({spec!r})")):
+            CPCModel.from_pretrained(spec)
+    with pytest.raises(ModelLoadError, match=re.escape("load_model('org/name', revision='v1')")):
+        CPCModel.from_pretrained("org/name", revision="v1")
+    folder = run / "checkpoints" / "step-00000200"
+    with pytest.raises(ModelLoadError, match="only a Hub repo id takes"):
+        CPCModel.from_pretrained(folder, revision="v1")
+    loaded = CPCModel.from_pretrained(folder)
+    assert not loaded.training and same_model(loaded, load_model(folder)[0])
 
 
 def test_best_txt_naming_a_missing_folder_is_an_error(run_dir) -> None:
@@ -197,11 +215,11 @@ def test_default_is_the_shipped_weights_or_a_clear_error() -> None:
     if (shipped / "config.json").is_file() and (shipped / "model.safetensors").is_file():
         source = locate_model("default")
         assert source.kind == "shipped" and source.directory == shipped
-        CPCModel.from_pretrained("default")
+        load_model("default")
         assert describe_model_source("default").startswith("shipped weights")
     else:
         with pytest.raises(ModelLoadError, match="shipped weights 'cpc-speechocean762' are not"):
-            CPCModel.from_pretrained("default")
+            load_model("default")
 
 
 # ----- export -----
@@ -310,7 +328,7 @@ def test_wheel_ships_and_finds_the_weights(tmp_path: Path) -> None:
     (wheel,) = dist.glob("cpcspeech-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("config.json", "model.safetensors", "README.md"):
-        assert f"cpcspeech/weights/cpc-speechocean762/{name}" in names
+        assert f"cpcspeech/shipped/cpc-speechocean762/{name}" in names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
@@ -319,7 +337,7 @@ def test_wheel_ships_and_finds_the_weights(tmp_path: Path) -> None:
     )  # fmt: skip
     script = (
         "import cpcspeech, json; from cpcspeech.weights.resolve import locate_model; "
-        "s = locate_model('default'); cpcspeech.CPCModel.from_pretrained('default'); "
+        "s = locate_model('default'); cpcspeech.load_model('default'); "
         "print(json.dumps([cpcspeech.__file__, str(s.directory), s.kind]))"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -329,7 +347,7 @@ def test_wheel_ships_and_finds_the_weights(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     package_file, directory, kind = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(package_file).is_relative_to(target)
-    assert Path(directory) == target / "cpcspeech" / "weights" / "cpc-speechocean762"
+    assert Path(directory) == target / "cpcspeech" / "shipped" / "cpc-speechocean762"
     assert kind == "shipped"
     loaded = CPCModel.from_directory(directory)
     assert same_model(loaded, model)

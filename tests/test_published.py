@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 from cpcspeech.cli import app
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.io.audio import load_audio
-from cpcspeech.model.cpc import CPCModel
 from cpcspeech.weights.convert import convert_checkpoint
 from cpcspeech.weights.published import (
     DEFAULT_BASE_URL,
@@ -130,7 +129,7 @@ def test_download_verify_convert_once(env, monkeypatch) -> None:
     # Cached: no second request, even offline and with the file server gone from the URL.
     monkeypatch.setenv("CPCSPEECH_CHECKPOINT_URL", "http://127.0.0.1:1/nothing-here")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert CPCModel.from_pretrained("tiny").config == reference.config
+    assert load_model("tiny")[0].config == reference.config
     assert env.requests == [(GOOD, None)]
     assert SHA in (found.directory / "README.md").read_text(encoding="utf-8")
 

@@ -359,18 +359,19 @@ class CPCModel(nn.Module):
         total = self.num_frames(wav.shape[1])
         if total == 0:
             return wav.new_zeros(wav.shape[0], 0, self.z_dim), frame_lengths
-        z_padded = encode(wav).float()  # (B, T, C)
+        # A non-causal encoder sees the padding in every frame: each row then runs alone.
+        z_padded = encode(wav).float() if self.causal else None  # (B, T, C)
         shift, (left, right) = self.frame_shift, self.receptive_field
         margin_l, margin_r = -(-left // shift) + 2, -(-right // shift) + 2
         rows = []
         for i, (n, valid) in enumerate(zip(sizes, frames, strict=True)):
             body = max(0, valid - margin_r) if self.causal else 0  # frames that never see padding
             start = max(0, body - margin_l)  # the tail's pass starts on the frame grid
-            parts = [z_padded[i, :body]]
+            parts = [z_padded[i, :body]] if body > 0 else []
             if valid > body:
                 tail = encode(wav[i : i + 1, start * shift : n]).float()  # (1, T_tail, C)
                 parts.append(tail[0, body - start : valid - start])
-            parts.append(z_padded.new_zeros(total - valid, self.z_dim))
+            parts.append(wav.new_zeros(total - valid, self.z_dim, dtype=torch.float32))
             rows.append(torch.cat(parts))  # (T, C)
         return torch.stack(rows), frame_lengths  # (B, T, C), (B,)
 
