@@ -7,6 +7,7 @@ PyYAML reads ``1e-4`` as a string. Sections: model, loss, data, optim, train, au
 import dataclasses
 import json
 import math
+import numbers
 import os
 import types
 import typing
@@ -53,6 +54,7 @@ class ModelConfig:
     context_layers: int = 1  # stacked recurrent layers; --layer c1..cN selects one's output
 
     def __post_init__(self) -> None:
+        check_section(self)  # RANGES and CHOICES; here only what they cannot say
         n = len(self.encoder_kernels)
         if not (len(self.encoder_strides) == len(self.encoder_paddings) == n) or n == 0:
             raise ConfigError(
@@ -60,11 +62,6 @@ class ModelConfig:
                 f"non-zero length; found {len(self.encoder_kernels)}, "
                 f"{len(self.encoder_strides)}, {len(self.encoder_paddings)}"
             )
-        _check_choice("model.norm", self.norm, NORMS)
-        _check_choice("model.context_type", self.context_type, CONTEXT_TYPES)
-        for name in ("sample_rate", "encoder_channels", "context_dim", "context_layers"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be > 0; found {getattr(self, name)}")
 
 
 @dataclass
@@ -78,16 +75,7 @@ class LossConfig:
     negative_mode: str = "mixed"
 
     def __post_init__(self) -> None:
-        _check_choice(
-            "loss.negative_mode",
-            self.negative_mode,
-            ("mixed", "same_speaker", "mixed_other_seq", "same_speaker_other_seq", "same_seq"),
-        )
-        if self.prediction_steps < 1 or self.num_negatives < 1:
-            raise ConfigError(
-                "loss.prediction_steps and loss.num_negatives must be >= 1; found "
-                f"{self.prediction_steps}, {self.num_negatives}"
-            )
+        check_section(self)
 
 
 @dataclass
@@ -107,12 +95,7 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice("data.short_utterances", self.short_utterances, ("drop", "pad"))
-        if self.window <= 0 or self.batch_size <= 0:
-            raise ConfigError(
-                f"data.window and data.batch_size must be > 0; found {self.window}, "
-                f"{self.batch_size}"
-            )
+        check_section(self)
 
 
 @dataclass
@@ -128,6 +111,9 @@ class OptimConfig:
     head_lr: float = 0.0
     warmup_heads: bool = True  # False: the heads start at full rate, only the model warms up
     grad_clip: float = 0.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        check_section(self)
 
 
 @dataclass
@@ -159,9 +145,7 @@ class TrainConfig:
     init_from: str = ""
 
     def __post_init__(self) -> None:
-        _check_choice("train.precision", self.precision, ("fp32", "bf16"))
-        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        _check_choice("train.budget_clock", self.budget_clock, ("cpu", "wall"))
+        check_section(self)
 
 
 @dataclass
@@ -195,8 +179,7 @@ class AugmentConfig:
     time_dropout_spans: int = 3  # up to this many spans per window
 
     def __post_init__(self) -> None:
-        # Each value's range is in RANGES; here only what a range cannot say.
-        _check_choice("augment.side", self.side, ("none", "past", "future", "both"))
+        check_section(self)  # RANGES and CHOICES; here only what they cannot say
         for name in (
             "reverb_rt60",
             "reverb_wet",
@@ -272,18 +255,28 @@ class Range:
         return True
 
     def check(self, name: str, value: Any) -> None:
-        """Raise ConfigError naming the field, the allowed range and the value found."""
-        items = value if isinstance(value, tuple) else (value,)
+        """Raise ConfigError naming the field, the allowed range and the value found.
+
+        ``value`` is a number, or a tuple or list of numbers (each is checked); anything else
+        (a string, a bool, None) is an error that says a number was expected.
+        """
+        many = isinstance(value, tuple | list)
+        items = tuple(value) if many else (value,)
         if self.max_items is not None and len(items) > self.max_items:
             raise ConfigError(
                 f"{name} must have at most {self.max_items} values; found {len(items)}"
             )
         for item in items:
+            if isinstance(item, bool) or not isinstance(item, numbers.Real):
+                raise ConfigError(
+                    f"{name} must be a number in {self.describe()}; found {_short(item)}"
+                    + (f" in {list(value)}" if many else "")
+                )
             if not self.contains(item):
-                each = " (each value)" if isinstance(value, tuple) else ""
+                each = " (each value)" if many else ""
                 raise ConfigError(
                     f"{name} must be in {self.describe()}{each}; found {item!r}"
-                    + (f" in {list(value)}" if isinstance(value, tuple) else "")
+                    + (f" in {list(value)}" if many else "")
                 )
 
 
@@ -360,20 +353,49 @@ RANGES: dict[str, dict[str, Range]] = {
     },
 }
 """The allowed range of every numeric field, by section class and field name; checked whenever a
-section is read from YAML, JSON or ``--set`` (:func:`section_from_dict`)."""
+section object is built (:func:`check_section`, from each section's ``__post_init__``), in Python
+and from YAML, JSON or ``--set`` alike."""
+
+NEGATIVE_MODES = ("mixed", "same_speaker", "mixed_other_seq", "same_speaker_other_seq", "same_seq")
+CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "ModelConfig": {"norm": NORMS, "context_type": CONTEXT_TYPES},
+    "LossConfig": {"negative_mode": NEGATIVE_MODES},
+    "DataConfig": {"short_utterances": ("drop", "pad")},
+    "TrainConfig": {
+        "precision": ("fp32", "bf16"),
+        "device": ("auto", "cpu", "cuda"),
+        "budget_clock": ("cpu", "wall"),
+    },
+    "AugmentConfig": {"side": ("none", "past", "future", "both")},
+}
+"""The allowed values of every string field that names one of a few options, like RANGES."""
+
+SECTION_NAMES = {
+    "ModelConfig": "model",
+    "LossConfig": "loss",
+    "DataConfig": "data",
+    "OptimConfig": "optim",
+    "TrainConfig": "train",
+    "AugmentConfig": "augment",
+}
+"""The YAML section of each section class: the prefix of the keys its errors name."""
 
 
-def check_ranges(cls: type, values: dict[str, Any], where: str) -> None:
-    """Check the numeric values given for section ``cls`` against :data:`RANGES`."""
-    table = RANGES.get(cls.__name__, {})
-    for name, value in values.items():
-        if name in table and not isinstance(value, bool):
-            table[name].check(f"{where}.{name}", value)
+def check_section(section: Any) -> None:
+    """ConfigError unless every field of ``section`` is within :data:`RANGES` and :data:`CHOICES`.
 
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {list(choices)}; found {value!r}")
+    Called by each section's ``__post_init__``, so ``ModelConfig(encoder_channels=10**9)`` fails
+    exactly as ``model: {encoder_channels: 1000000000}`` in a YAML file does, naming the key
+    (``model.encoder_channels``), what is allowed and what was found.
+    """
+    kind = type(section).__name__
+    where = SECTION_NAMES[kind]
+    for name, allowed in RANGES.get(kind, {}).items():
+        allowed.check(f"{where}.{name}", getattr(section, name))
+    for name, choices in CHOICES.get(kind, {}).items():
+        value = getattr(section, name)
+        if value not in choices:
+            raise ConfigError(f"{where}.{name} must be one of {list(choices)}; found {value!r}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -438,8 +460,7 @@ def section_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    check_ranges(cls, kwargs, where)  # before __post_init__, so its message is the range's
-    return cls(**kwargs)
+    return cls(**kwargs)  # __post_init__ checks RANGES and CHOICES
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

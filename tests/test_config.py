@@ -1,14 +1,30 @@
 """Config loading: round trips, unknown keys, type coercion, required paths, --set overrides."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cpcspeech.config import Config, load_config, save_config
+from cpcspeech.config import (
+    CHOICES,
+    RANGES,
+    SECTION_NAMES,
+    AugmentConfig,
+    Config,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    load_config,
+    save_config,
+)
 from cpcspeech.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*/conf.yaml"))
+SECTION_CLASSES = (ModelConfig, LossConfig, DataConfig, OptimConfig, TrainConfig, AugmentConfig)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -75,3 +91,58 @@ def test_librispeech_recipe_needs_paths():
         pytest.skip("recipes/librispeech/conf.yaml not written yet")
     with pytest.raises(ConfigError, match=r"data\.root is required"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("model", "encoder_channels", 10**9, r"model\.encoder_channels must be in \[1, 4096\]"),
+        ("model", "encoder_kernels", (10, 0, 4, 4, 4), r"model\.encoder_kernels must be in"),
+        ("model", "norm", "groupNorm", r"model\.norm must be one of .*found 'groupNorm'"),
+        ("loss", "num_negatives", 0, r"loss\.num_negatives must be in \[1, 100000\]; found 0"),
+        ("loss", "negative_mode", "other", r"loss\.negative_mode must be one of"),
+        ("data", "batch_size", -1, r"data\.batch_size must be in \[1, "),
+        ("optim", "lr", 0.0, r"optim\.lr must be in \(0, 10\]; found 0"),
+        ("optim", "betas", (0.9, 1.0), r"optim\.betas must be in \[0, 1\) \(each value\)"),
+        ("train", "max_steps", 0, r"train\.max_steps must be in \[1, "),
+        ("train", "precision", "fp8", r"train\.precision must be one of"),
+        ("augment", "pitch_p", 1.5, r"augment\.pitch_p must be in \[0, 1\]; found 1.5"),
+    ],
+)
+def test_python_built_config_is_checked_like_yaml(tmp_path, section, key, value, message):
+    """Ranges and choices hold whenever a section is built: in Python, from YAML, from --set."""
+    sections = {
+        "model": ModelConfig,
+        "loss": LossConfig,
+        "data": DataConfig,
+        "optim": OptimConfig,
+        "train": TrainConfig,
+        "augment": AugmentConfig,
+    }
+    with pytest.raises(ConfigError, match=message) as in_python:
+        sections[section](**{key: value})
+    listed = list(value) if isinstance(value, tuple) else value
+    path = _write(tmp_path, yaml.safe_dump({"data": {"root": "/d"}, section: {key: listed}}))
+    with pytest.raises(ConfigError, match=message) as from_yaml:
+        load_config(path)
+    assert str(in_python.value) == str(from_yaml.value)
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, "data:\n  root: /d\n"), [f"{section}.{key}={listed}"])
+
+
+def test_python_built_config_rejects_non_numbers():
+    with pytest.raises(ConfigError, match=r"model\.encoder_channels must be a number .*'512'"):
+        ModelConfig(encoder_channels="512")
+    with pytest.raises(ConfigError, match=r"model\.sample_rate must be a number .*True"):
+        ModelConfig(sample_rate=True)
+    with pytest.raises(ConfigError, match=r"optim\.grad_clip must be in \[0, inf\); found nan"):
+        OptimConfig(grad_clip=float("nan"))
+    assert ModelConfig(encoder_kernels=[10, 8, 4, 4, 4]).encoder_kernels == [10, 8, 4, 4, 4]
+
+
+def test_every_range_and_choice_names_a_field_of_its_section():
+    for table in (RANGES, CHOICES):
+        for name, fields in table.items():
+            cls = {c.__name__: c for c in SECTION_CLASSES}[name]
+            assert set(fields) <= {f.name for f in dataclasses.fields(cls)}, name
+    assert {c.__name__ for c in SECTION_CLASSES} == set(SECTION_NAMES)
