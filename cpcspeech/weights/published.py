@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
+from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.files import file_sha256, write_text_atomic
+from cpcspeech.runtime import progress_bar
 from cpcspeech.weights.convert import convert
 
 BASE_URL_ENV = "CPCSPEECH_CHECKPOINT_URL"
@@ -199,26 +201,12 @@ def download(url: str, target: Path, entry: PublishedCheckpoint, progress: bool 
             mode, done = "wb", 0
         length = response.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        bar = Progress(
-            TextColumn(entry.file),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            disable=not progress,
+        bar = progress_bar(
+            DownloadColumn(), TransferSpeedColumn(), enabled=progress, transient=False
         )
         try:
             with bar, open(part, mode) as f:
-                task = bar.add_task("download", total=total, completed=done)
+                task = bar.add_task(entry.file, total=total, completed=done)
                 while block := response.read(_BLOCK):
                     f.write(block)
                     done += len(block)
