@@ -66,7 +66,8 @@ def worker(args: argparse.Namespace) -> None:
     """Extract one input to a .npy in a temporary folder; print one JSON line."""
     import torch
 
-    from cpcspeech.extract import extract_features, load_model_for_cli
+    from cpcspeech.extract import extract_features
+    from cpcspeech.weights.resolve import load_model_for_cli
 
     torch.set_num_threads(args.threads)
     model, _ = load_model_for_cli(args.model)

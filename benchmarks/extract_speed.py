@@ -28,7 +28,9 @@ import torch.nn.functional as F
 # Runnable from a clone without installing the package (python benchmarks/extract_speed.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cpcspeech.config import ModelConfig  # noqa: E402
+from cpcspeech.model import random_model  # noqa: E402
 from cpcspeech.model.cpc import CPCModel  # noqa: E402
+from cpcspeech.weights.resolve import load_model as load_any_model  # noqa: E402
 
 ASSUMED_GFLOP_PER_SECOND = 5.0  # the model's cost per audio second used for the matmul limit
 CASES = [(10.0, 5), (600.0, 3), (3600.0, 1)]  # (audio seconds, timed repeats)
@@ -92,10 +94,9 @@ def reference_forward_gemm(encoder, wav: torch.Tensor, weights: list) -> torch.T
 def load_model(spec: str) -> CPCModel:
     name, _, variant = spec.partition("@")
     if name == "random":
-        torch.manual_seed(0)
-        model = CPCModel().eval()
+        model = random_model(0).eval()  # the weights torch.manual_seed(0); CPCModel() gives
     else:
-        model = CPCModel.from_pretrained(name).eval()
+        model, _ = load_any_model(name)
     if variant == "before":
         encoder = model.encoder
         encoder.forward = types.MethodType(reference_forward, encoder)
