@@ -18,8 +18,8 @@ import soxr
 
 from cpcspeech.config import AugmentConfig
 from cpcspeech.errors import ConfigError
-from cpcspeech.io.audio import load_audio
-from cpcspeech.io.corpus import AUDIO_SUFFIXES
+from cpcspeech.io.audio import AUDIO_EXTENSIONS, load_audio
+from cpcspeech.io.sources import audio_files
 
 _EPS = 1e-10
 PITCH_FFT = 512  # 32 ms at 16 kHz: the phase vocoder looks at most 16 ms ahead of a sample
@@ -193,13 +193,11 @@ class NoiseFolder:
         root = Path(folder)
         if not root.is_dir():
             raise ConfigError(f"augment.noise_dir: expected a folder, found {folder!r}")
-        self.files = sorted(
-            p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-        )
+        self.files = sorted(audio_files(root))  # the one folder scan of cpcspeech.io.sources
         if not self.files:
             raise ConfigError(
-                f"augment.noise_dir: expected audio files ({', '.join(AUDIO_SUFFIXES)}) under "
-                f"{folder}, found none"
+                f"augment.noise_dir: expected audio files "
+                f"({', '.join(sorted(AUDIO_EXTENSIONS))}) under {folder}, found none"
             )
         self.sample_rate = sample_rate
         self.cache_files = cache_files

@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from cpcspeech.config import AugmentConfig, DataConfig
 from cpcspeech.errors import ConfigError, CorpusError
-from cpcspeech.io.audio import audio_info, load_audio
 from cpcspeech.io.corpus import Utterance, find_utterances, speaker_ids
 from cpcspeech.train.augment import Augmenter, window_rng
 
@@ -100,7 +99,7 @@ class WindowCorpus:
         self.speaker_index = speaker_index or speaker_ids(utterances)
         kept, lengths, direct, num_short = [], [], [], 0
         for utt in utterances:
-            info = audio_info(utt.path, sample_rate=sample_rate, min_samples=0)
+            info = utt.measure(sample_rate)  # header length; a piped command runs once
             if info.num_samples < window:
                 num_short += 1
                 if short_utterances == "drop" or info.num_samples == 0:
@@ -114,7 +113,7 @@ class WindowCorpus:
             lengths.append(info.num_samples)
             # Files already at the model's rate are read window by window (seek + read), so
             # memory stays bounded on LibriSpeech; others are decoded whole and resampled.
-            direct.append(info.source_rate == sample_rate)
+            direct.append(utt.kind == "file" and info.source_rate == sample_rate)
         if not kept:
             raise CorpusError(
                 f"all {len(utterances)} utterances are shorter than data.window = {window} "
@@ -139,11 +138,11 @@ class WindowCorpus:
             )  # (length, channels)
             wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
         else:
-            wav = load_audio(utt.path, self.sample_rate, min_samples=0)
+            wav = utt.load(self.sample_rate, min_samples=0)  # file, command, segment or cut
             wav = wav[spec.offset : spec.offset + spec.length]
         if wav.shape[0] != spec.length:
             raise CorpusError(
-                f"{utt.path}: expected {spec.length} samples from offset {spec.offset}, "
+                f"{utt.label}: expected {spec.length} samples from offset {spec.offset}, "
                 f"read {wav.shape[0]}; the file is shorter than its header says"
             )
         out = np.zeros(self.window, dtype=np.float32)
