@@ -26,14 +26,18 @@ def card_header(name: str, summary: list[str]) -> list[str]:
 
 
 def usage_section(name: str, extract_comment: str) -> list[str]:
-    """How to load the model directory ``name`` and extract features from it."""
+    """How to load the model directory ``name`` and extract features from it.
+
+    Through :func:`cpcspeech.load_model`, which takes a folder and a Hub repo id alike
+    (``CPCModel.from_pretrained`` takes a local folder only).
+    """
     return [
         "## Usage",
         "",
         "```python",
-        "from cpcspeech import CPCModel",
+        "import cpcspeech",
         "",
-        f'model = CPCModel.from_pretrained("{name}")  # a folder path or a Hub repo id org/name',
+        f'model, _ = cpcspeech.load_model("{name}")  # a folder path or a Hub repo id org/name',
         f"c = model.extract(wav)  # {extract_comment}",
         "```",
         "",
