@@ -130,3 +130,18 @@ def test_shared_kaldi_dir_and_splits():
     assert not {u.utt_id for u in extra} & {u.utt_id for u in train + test}
     assert {u.speaker for u in train} == {u.speaker for u in test}
     assert all(u.path.is_file() for u in utts[:50])
+
+
+def test_training_windows_read_segments_through_their_source(tmp_path):
+    from cpcspeech.train.windows import WindowCorpus, WindowSpec
+
+    wav = np.random.default_rng(2).normal(0, 0.1, 48000).astype(np.float32)
+    sf.write(tmp_path / "rec.wav", wav, 16000, subtype="FLOAT")
+    (tmp_path / "wav.scp").write_text("rec rec.wav\n")
+    (tmp_path / "utt2spk").write_text("u1 s\nu2 s\n")
+    (tmp_path / "segments").write_text("u1 rec 0.5 1.5\nu2 rec 2.0 -1\n")
+    corpus = WindowCorpus(find_utterances(tmp_path), window=4000)
+    assert corpus.lengths.tolist() == [16000, 16000]
+    assert corpus.direct == [False, False]  # a segment is cut from its recording, not seeked
+    window = corpus.read(WindowSpec(1, 1000, 4000, 0, 0, 0))
+    np.testing.assert_array_equal(window, wav[32000 + 1000 : 32000 + 5000])

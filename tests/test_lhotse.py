@@ -13,6 +13,7 @@ from cpcspeech import load_model
 from cpcspeech.cli import app
 from cpcspeech.errors import ConfigError, CPCSpeechError
 from cpcspeech.io.audio import load_audio, resampled_length, to_mono
+from cpcspeech.io.corpus import find_utterances
 from cpcspeech.io.index import read_index
 from cpcspeech.model.cpc import CPCModel
 
@@ -191,3 +192,25 @@ def test_real_speech_cutset(tmp_path, model):
         assert cut.id == utt and feats.shape == (cut.num_frames, 256)
         assert cut.num_frames - expected.shape[0] in (0, 1)
         np.testing.assert_allclose(feats[: expected.shape[0]], expected, atol=1e-6)
+
+
+def test_cutset_is_a_corpus_with_speakers_and_a_recordingset_is_refused(tmp_path, audio_dir):
+    """Training, probes, ABX and t-SNE read manifests through the same AudioSource as extract."""
+    recordings = sorted_recordings(audio_dir)
+    sups = lhotse.SupervisionSet.from_segments(
+        lhotse.SupervisionSegment(id=r.id, recording_id=r.id, start=0, duration=r.duration,
+                                  speaker=f"spk_{r.id}")
+        for r in recordings
+    )  # fmt: skip
+    cuts = lhotse.CutSet.from_manifests(recordings=recordings, supervisions=sups)
+    cuts = lhotse.CutSet.from_cuts(c.with_id(c.recording_id) for c in cuts)
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    utts = find_utterances(tmp_path / "cuts.jsonl.gz")
+    assert [(u.utt_id, u.speaker, u.kind) for u in utts] == [
+        ("a", "spk_a", "lhotse"), ("b", "spk_b", "lhotse"), ("c", "spk_c", "lhotse"),
+    ]  # fmt: skip
+    np.testing.assert_array_equal(utts[0].load(), load_audio(audio_dir / "a.wav"))
+    assert utts[2].measure().num_samples == 9840
+    recordings.to_file(tmp_path / "recordings.jsonl.gz")
+    with pytest.raises(CPCSpeechError, match="expected a speaker for utterance 'a', found none"):
+        find_utterances(tmp_path / "recordings.jsonl.gz")
