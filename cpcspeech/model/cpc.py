@@ -282,7 +282,11 @@ class CPCModel(nn.Module):
 
     # ----- forward -----
     def forward(self, wav: Tensor) -> tuple[Tensor, Tensor]:
-        """wav: (B, N) -> z: (B, T, z_dim), c: (B, T, c_dim) with T = num_frames(N)."""
+        """wav: (B, N) -> z: (B, T, z_dim), c: (B, T, c_dim) with T = num_frames(N).
+
+        Every row is N samples long; for a right-padded batch of utterances of different
+        lengths use :meth:`forward_padded`, which also returns each row's frame count.
+        """
         if wav.dim() != 2:
             raise ValueError(f"Expected wav of shape (B, N). Found: {tuple(wav.shape)}")
         if self.num_frames(wav.shape[1]) < 1:
