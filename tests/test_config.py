@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from paths import REPO
 
 from cpcspeech.config import (
     CHOICES,
@@ -22,7 +23,6 @@ from cpcspeech.config import (
 )
 from cpcspeech.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*/conf.yaml"))
 SECTION_CLASSES = (ModelConfig, LossConfig, DataConfig, OptimConfig, TrainConfig, AugmentConfig)
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from paths import SHARED_DATA
+from samples import noise
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -23,7 +25,7 @@ from cpcspeech.io.sources import find_sources
 from cpcspeech.io.writers import NpyFolderWriter, StackedNpy, StackedNpyWriter, parse_output
 from cpcspeech.model.cpc import CPCModel
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+DATA = SHARED_DATA
 runner = CliRunner()
 
 
@@ -34,12 +36,6 @@ def invoke(*args: str):
 def random_model(seed: int = 0) -> CPCModel:
     torch.manual_seed(seed)
     return CPCModel().eval()
-
-
-def noise(path: Path, rate: int, seconds: float, channels: int = 1, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(0, 0.1, (int(rate * seconds), channels)).astype(np.float32)
-    sf.write(str(path), data if channels > 1 else data[:, 0], rate)
 
 
 @pytest.fixture

@@ -10,16 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from paths import EXAMPLE_AUDIO, REPO
 from safetensors.torch import load_file, save_file
+from samples import make_tiny_model, noise
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
-from cpcspeech.config import ModelConfig
 from cpcspeech.io.index import read_index
-from cpcspeech.model.cpc import CPCModel
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"
 runner = CliRunner()
 
@@ -37,12 +35,6 @@ def assert_one_line_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def noise_wav(path: Path, seconds: float = 0.5, rate: int = 16000, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    sf.write(str(path), rng.normal(0, 0.1, int(rate * seconds)).astype(np.float32), rate)
-    return path
 
 
 # ----- item 6 and 7: configs -----
@@ -146,8 +138,7 @@ def test_every_numeric_field_has_a_range_that_holds_its_default():
 
 def small_model_dir(path: Path, edit=None) -> Path:
     """A saved CPCModel (32 channels, 16-d context); ``edit(state)`` changes its tensors."""
-    torch.manual_seed(0)
-    model = CPCModel(ModelConfig(encoder_channels=32, context_dim=16))
+    model = make_tiny_model(0, encoder_channels=32, context_dim=16)
     model.save_pretrained(path)
     if edit is not None:
         state = load_file(str(path / "model.safetensors"))
@@ -182,7 +173,7 @@ def test_model_config_is_checked_against_bounds_and_header_in_well_under_a_secon
 ):
     model_dir = small_model_dir(tmp_path / "m")
     _edit_config(model_dir, **values)
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     start = time.perf_counter()
     result = cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "--model", str(model_dir))
     seconds = time.perf_counter() - start
@@ -212,7 +203,7 @@ def test_nan_weights_are_refused_on_load(tmp_path, command):
         state["context.weight_hh_l0"][1, 1] = float("inf")
 
     model_dir = small_model_dir(tmp_path / "m", poison)
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     if command == "extract":
         result = cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "-m", str(model_dir))
     else:
@@ -228,7 +219,7 @@ def test_features_that_overflow_stop_extraction(tmp_path):
         tmp_path / "m",
         lambda state: [state[f"encoder.convs.{i}.weight"].fill_(3e38) for i in (0, 1)],
     )
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     out = tmp_path / "run"
     out.mkdir()
     result = cli("extract", str(wav), "--out", str(out / "f.npy"), "-m", str(model_dir),
@@ -243,8 +234,8 @@ def test_features_that_overflow_stop_extraction(tmp_path):
 def test_truncated_wav_is_an_audio_error_and_skippable(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
-    noise_wav(audio / "a.wav", seconds=1.0)
-    full = noise_wav(tmp_path / "b.wav", seconds=1.0, seed=1).read_bytes()
+    noise(audio / "a.wav", seconds=1.0)
+    full = noise(tmp_path / "b.wav", seconds=1.0, seed=1).read_bytes()
     (audio / "b.wav").write_bytes(full[: len(full) // 2])  # header still says 16000 frames
     result = cli("extract", str(audio), "--out", str(tmp_path / "f.npy"), "--model", "random")
     assert_one_line_error(
@@ -262,7 +253,7 @@ def test_truncated_wav_is_an_audio_error_and_skippable(tmp_path):
 
 def test_wav_header_with_a_1_hz_rate_is_refused_before_resampling(tmp_path):
     """Before: 1 s of audio labelled 1 Hz resampled to 16000 x as many samples (256 M floats)."""
-    raw = bytearray(noise_wav(tmp_path / "a.wav", seconds=1.0).read_bytes())
+    raw = bytearray(noise(tmp_path / "a.wav", seconds=1.0).read_bytes())
     raw[24:28] = (1).to_bytes(4, "little")  # fmt chunk: sample rate
     (tmp_path / "a.wav").write_bytes(bytes(raw))
     result = cli("extract", str(tmp_path / "a.wav"), "--out", str(tmp_path / "f.npy"),
@@ -278,7 +269,7 @@ def _smoke_run(tmp_path: Path, *extra: str):
     for s in range(2):
         (audio / f"spk{s}").mkdir(parents=True)
         for u in range(2):
-            noise_wav(audio / f"spk{s}" / f"s{s}u{u}.wav", seconds=0.4, seed=10 * s + u)
+            noise(audio / f"spk{s}" / f"s{s}u{u}.wav", seconds=0.4, seed=10 * s + u)
     run = tmp_path / "run"
     sets = [f"data.root={audio}", f"train.out_dir={run}", "train.checkpoint_every=2", *extra]
     args = ["train", str(SMOKE)] + [a for s in sets for a in ("--set", s)]
@@ -326,7 +317,7 @@ def test_resume_with_no_checkpoint_that_verifies_is_one_line(tmp_path):
 def _kaldi_dir(root: Path) -> Path:
     root.mkdir(parents=True)
     for utt in ("u1", "u2"):
-        noise_wav(root / f"{utt}.wav", seconds=0.3)
+        noise(root / f"{utt}.wav", seconds=0.3)
     (root / "wav.scp").write_text("u1 u1.wav\nu2 u2.wav\n")
     (root / "utt2spk").write_text("u1 a\nu2 b\n")
     (root / "train_split.txt").write_text("u1\n")
@@ -375,7 +366,7 @@ def test_index_escapes_tabs_newlines_and_backslashes_and_round_trips(tmp_path):
 def test_outputs_respect_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
-        wav = noise_wav(tmp_path / "a.wav")
+        wav = noise(tmp_path / "a.wav")
         assert (
             cli("extract", str(wav), "--out", str(tmp_path / "f.npy"), "-m", "random").exit_code
             == 0
@@ -405,7 +396,7 @@ def test_outputs_respect_the_umask(tmp_path, umask):
 
 @pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
 def test_chunk_seconds_must_be_finite_and_positive(tmp_path, value):
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     result = cli("extract", str(wav), "--out", str(tmp_path / "o" / "f.npy"), "-m", "random",
                  "--chunk-seconds", value)  # fmt: skip
     assert_one_line_error(result, "--chunk-seconds: expected a finite number > 0, found")
@@ -414,14 +405,14 @@ def test_chunk_seconds_must_be_finite_and_positive(tmp_path, value):
 
 @pytest.mark.parametrize("out", ["file.txt/x.npy", "file.txt/sub/"])
 def test_out_through_an_existing_file(tmp_path, out):
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     (tmp_path / "file.txt").write_text("not a folder")
     result = cli("extract", str(wav), "--out", f"{tmp_path}/{out}", "-m", "random")
     assert_one_line_error(result, "cannot write in", "file.txt is a file, expected a folder")
 
 
 def test_unwritable_output_folder_fails_before_any_features(tmp_path):
-    wav = noise_wav(tmp_path / "a.wav")
+    wav = noise(tmp_path / "a.wav")
     if os.geteuid() == 0:  # root writes anywhere permissions allow; /proc/self takes no files
         folder = Path("/proc/self")
     else:
@@ -494,7 +485,7 @@ def test_label_files_that_are_not_text_or_ids_are_one_line(tmp_path, content, fr
 def test_figures_check_their_output_folder_first(tmp_path):
     (tmp_path / "file.txt").write_text("not a folder")
     out = str(tmp_path / "file.txt" / "fig.png")
-    result = cli("tsne", "--data", str(REPO / "examples" / "audio"), "--model", "random",
+    result = cli("tsne", "--data", str(EXAMPLE_AUDIO), "--model", "random",
                  "--out", out)  # fmt: skip
     assert_one_line_error(result, "file.txt is a file, expected a folder")
     (tmp_path / "log.jsonl").write_bytes(b'{"step": 1}\n\xff\n')
@@ -540,7 +531,7 @@ def test_kaldi_ark_and_scp_respect_the_umask(tmp_path):
     pytest.importorskip("kaldiio")
     old = os.umask(0o022)
     try:
-        wav = noise_wav(tmp_path / "a.wav")
+        wav = noise(tmp_path / "a.wav")
         out = f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"
         result = cli("extract", str(wav), "--out", out, "-m", "random")
     finally:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 
 from cpcspeech import load_model
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
 from cpcspeech.model.cpc import CPCModel
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def same_weights(a: CPCModel, b: CPCModel) -> bool:

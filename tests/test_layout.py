@@ -7,7 +7,7 @@ too), and no module imports itself back through others.
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cpcspeech"
+from paths import PACKAGE
 
 # Each unit's rank: a module may import units of a lower rank, its own subpackage, and nothing
 # else. Units of equal rank are siblings and must not import each other (train and eval).

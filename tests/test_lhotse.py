@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from paths import SHARED_DATA
+from samples import noise
 from typer.testing import CliRunner
 
 from cpcspeech import load_model
@@ -27,14 +29,8 @@ from cpcspeech.lhotse_ext import (  # noqa: E402
     match_lhotse_frames,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+DATA = SHARED_DATA
 runner = CliRunner()
-
-
-def noise(path: Path, rate: int, seconds: float, seed: int, channels: int = 1) -> None:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(0, 0.1, (round(rate * seconds), channels)).astype(np.float32)
-    sf.write(str(path), data if channels > 1 else data[:, 0], rate)
 
 
 @pytest.fixture

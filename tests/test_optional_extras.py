@@ -3,11 +3,9 @@ Kaldi output, a piped wav.scp entry or a lhotse manifest asks for them."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 # Runs in a fresh interpreter where importing kaldiio or lhotse fails, as on a default install.
 WITHOUT_EXTRAS = r"""

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from paths import REPO
 
 from cpcspeech.io.corpus import find_utterances
 
-REPO = Path(__file__).resolve().parents[1]
 PREPARE = REPO / "recipes" / "librispeech" / "prepare.sh"
 UTTERANCES = ["19-198-0000", "19-198-0001", "26-495-0000", "26-495-0001"]
 TRAIN_SPLIT = "19-198-0000\n26-495-0000\n19-198-0001\n"

@@ -1,6 +1,6 @@
 """Writes tests/data/train_compat: a training run killed after its step-2 checkpoint, as the code
 of commit fe6fc3d (before train/loop.py was split) wrote it, and the uninterrupted run's log and
-step-4 weights. test_train.py resumes it with today's code. Run from the repository root:
+step-4 weights. tests/train/test_loop.py resumes it with today's code. Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/data/train_compat/make_fixture.py
 """
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[1] / "train")]  # paths, test_loop
 
-from test_train import SMOKE, make_audio  # noqa: E402
+from test_loop import SMOKE, make_audio  # noqa: E402
 
 from cpcspeech.config import load_config  # noqa: E402
 from cpcspeech.train import train  # noqa: E402

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from paths import SHARED_DATA
 
 from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.eval.data import resolve_eval_data
@@ -24,7 +25,7 @@ from cpcspeech.eval.supervised import SupervisedBudget
 from cpcspeech.eval.table import run_table
 from cpcspeech.io.alignments import CANONICAL_INDEX, label_frames
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+DATA = SHARED_DATA
 
 # Synthetic "phones": a tone per class; speakers differ by a low hum and loudness.
 TONES = {"SIL": None, "AA": 400.0, "S": 3000.0, "M": 1200.0}
@@ -72,13 +73,7 @@ def _synthetic_corpus(root: Path, utts_per_speaker: int = 6, seed: int = 0) -> P
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models and probes run faster on one thread than two on a loaded shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from samples import make_tiny_model
 from torch import nn
 
 from cpcspeech.config import ModelConfig
@@ -11,10 +12,7 @@ from cpcspeech.model.cpc import CPCModel
 
 def small_model(seed: int = 0, **overrides: object) -> CPCModel:
     """The default geometry (strides 5-4-2-2-2) with narrow layers, for fast tests."""
-    values = {"encoder_channels": 24, "context_dim": 12}
-    values.update(overrides)
-    torch.manual_seed(seed)
-    model = CPCModel(ModelConfig(**values)).eval()
+    model = make_tiny_model(seed, **{"encoder_channels": 24, "context_dim": 12, **overrides})
     for norm in model.encoder.norms:
         if isinstance(norm, nn.BatchNorm1d):  # non-trivial running statistics
             norm.running_mean.uniform_(-0.5, 0.5)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from paths import REPO, SHARED_DATA, TESTS_DATA
 from safetensors.torch import load_file
 
 from cpcspeech.config import load_config
@@ -26,10 +27,8 @@ from cpcspeech.train.checkpoints import list_checkpoints, load_trainer_state
 from cpcspeech.train.objective import make_objective, step_seed
 from cpcspeech.train.state import TrainProgress, rng_state
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke" / "conf.yaml"
 SPEECHOCEAN = REPO / "recipes" / "speechocean762" / "conf.yaml"
-SHARED_DATA = REPO.parent / "shared" / "data" / "speechocean762-train"
 
 
 def make_audio(root: Path, speakers: int, utts: int, lengths: tuple[int, int], seed: int = 0):
@@ -351,7 +350,7 @@ def test_cpu_lacks_bf16_reads_the_flags():
 
 
 # ----- the on-disk format: a run written before train/loop.py was split resumes exactly -----
-COMPAT = Path(__file__).resolve().parent / "data" / "train_compat"
+COMPAT = TESTS_DATA / "train_compat"
 COMPAT_PREFIX = "/tmp/cpcspeech-train-compat"  # where make_fixture.py wrote the run
 CHECKPOINT_FILES = {
     "config.json",

@@ -2,13 +2,12 @@
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tone_corpus import tone_corpus
+from paths import TESTS_DATA
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -27,17 +26,11 @@ from cpcspeech.eval.items import (
 )
 from cpcspeech.io.alignments import CANONICAL_INDEX, Alignment
 
-REFERENCE = Path(__file__).parent / "data" / "abx"
+REFERENCE = TESTS_DATA / "abx"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small batches run faster on one thread than two on a loaded shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _tokens(rows, features):
@@ -214,10 +207,10 @@ def test_bad_item_file_names_line(tmp_path):
 # ----- the command on real files -----
 
 
-def test_cli_abx_on_tone_corpus(tmp_path):
+def test_cli_abx_on_tone_corpus(tmp_path, tone_data):
     # A random-init CPC rather than MFCC: importing librosa for MFCC alone takes tens of seconds
     # on a loaded machine.
-    data = tone_corpus(tmp_path / "data")
+    data = tone_data
     out = tmp_path / "out"
     result = runner.invoke(
         app,
@@ -247,15 +240,15 @@ def test_cli_abx_on_tone_corpus(tmp_path):
     assert f"| {100 * row['within']:.2f} | {100 * row['across']:.2f} |" in again.output
 
 
-def test_cli_abx_error_is_one_line(tmp_path):
-    data = tone_corpus(tmp_path / "data")
+def test_cli_abx_error_is_one_line(tone_data):
+    data = tone_data
     result = runner.invoke(app, ["abx", "--data", str(data), "--model", "mfcc", "--quiet"])
     assert result.exit_code == 2
     assert "expected phone labels (--labels) or an --item file" in result.output
 
 
-def test_abx_items_come_from_the_test_split_or_an_item_file(tmp_path):
-    data = tone_corpus(tmp_path / "data")
+def test_abx_items_come_from_the_test_split_or_an_item_file(tmp_path, tone_data):
+    data = tone_data
     (data / "test_split.txt").write_text("spk_a-0\nspk_b-0\n")
     evaluation = resolve_eval_data(data, data / "labels.txt", splits=("test",), required=())
     utterances, items = abx_items(evaluation)

@@ -4,14 +4,13 @@ An accidental change to the model code (layer order, padding, norm, GRU) changes
 Regenerate only on purpose, after replacing the weights: `python tests/test_golden.py`.
 """
 
-from pathlib import Path
-
 import numpy as np
 import torch
+from paths import TESTS_DATA
 
 from cpcspeech import load_model
 
-GOLDEN = Path(__file__).parent / "data" / "golden_default.npz"
+GOLDEN = TESTS_DATA / "golden_default.npz"
 
 
 def golden_input() -> np.ndarray:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from paths import SHARED_DATA
+from samples import noise
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -17,7 +19,7 @@ from cpcspeech.model.cpc import CPCModel
 
 kaldiio = pytest.importorskip("kaldiio", reason="kaldiio not installed (pip install '.[kaldi]')")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+DATA = SHARED_DATA
 runner = CliRunner()
 
 
@@ -40,11 +42,6 @@ def random_model(seed: int = 0) -> CPCModel:
 def extract(model: CPCModel, wav: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return model.extract(torch.from_numpy(wav)).numpy()  # (T, 256)
-
-
-def noise(path: Path, rate: int, seconds: float, seed: int, subtype: str = "PCM_16") -> None:
-    data = np.random.default_rng(seed).normal(0, 0.1, int(rate * seconds)).astype(np.float32)
-    sf.write(str(path), data, rate, subtype=subtype)
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO
 from safetensors.torch import load_file, save_file
+from samples import make_tiny_model
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ModelLoadError
@@ -26,9 +28,7 @@ def make_model(seed: int = 0, **overrides: object) -> CPCModel:
 
 def small_model(seed: int = 0, **overrides: object) -> CPCModel:
     """The default geometry (strides 5-4-2-2-2) with narrow layers, for fast tests."""
-    values = {"encoder_channels": 32, "context_dim": 16}
-    values.update(overrides)
-    return make_model(seed, **values)
+    return make_tiny_model(seed, **{"encoder_channels": 32, "context_dim": 16, **overrides})
 
 
 def random_wav(num_samples: int, seed: int = 0, batch: int | None = None) -> torch.Tensor:
@@ -386,7 +386,7 @@ def test_one_hour_chunked_bounded_memory(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],  # the worker imports cpcspeech from the clone
+        cwd=REPO,  # the worker imports cpcspeech from the clone
     )
     peak_kib = int(result.stdout.split()[-1])  # Linux reports KiB
     assert peak_kib * 1024 < 1.5e9, f"peak RSS {peak_kib / 1024:.0f} MiB"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import REPO, TESTS_DATA
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -26,8 +27,7 @@ from cpcspeech.weights.convert import (
 )
 from cpcspeech.weights.resolve import load_model, locate_model, resolve_model_dir
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "data" / "cpc_audio"
+FIXTURES = TESTS_DATA / "cpc_audio"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
 VARIANTS = sorted(MANIFEST["variants"])
 RUN = FIXTURES / "run_instancenorm_lstm2"

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-import torch
+from samples import SPEAKER_PITCH, make_tiny_model
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
-from cpcspeech.config import ModelConfig
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.plots import (
     auto_perplexity,
@@ -22,31 +20,8 @@ from cpcspeech.eval.plots import (
     speaker_tsne,
 )
 from cpcspeech.io.corpus import find_utterances
-from cpcspeech.model.cpc import CPCModel
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SPEAKERS = {"alice": 220.0, "bob": 440.0, "carol": 880.0}
-
-
-def _tiny_model(seed: int = 0) -> CPCModel:
-    torch.manual_seed(seed)
-    config = ModelConfig(encoder_channels=16, context_dim=8)
-    return CPCModel(config).eval()
-
-
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    """Plain folder: 3 speakers x 4 utterances of 0.25 s; each speaker has its own pitch."""
-    root = tmp_path / "corpus"
-    rng = np.random.default_rng(0)
-    t = np.arange(4000) / 16000.0
-    for speaker, freq in SPEAKERS.items():
-        (root / speaker).mkdir(parents=True)
-        for i in range(4):
-            tone = np.sin(2 * np.pi * freq * (1 + 0.02 * i) * t)
-            wav = 0.3 * tone + 0.01 * rng.normal(size=t.size)
-            sf.write(root / speaker / f"{speaker}_{i}.wav", wav.astype(np.float32), 16000)
-    return root
 
 
 def _check_png(path: Path) -> np.ndarray:
@@ -70,30 +45,32 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
 # ----- t-SNE (Figure 2) -----
 
 
-def test_speaker_tsne_writes_png_and_is_deterministic_for_a_seed(corpus, tmp_path):
-    utterances = find_utterances(corpus)
+def test_speaker_tsne_writes_png_and_is_deterministic_for_a_seed(speaker_corpus_dir, tmp_path):
+    utterances = find_utterances(speaker_corpus_dir)
     out = tmp_path / "figs" / "tsne.png"
-    embedding, labels = speaker_tsne(_tiny_model(), utterances, out, seed=3)
+    embedding, labels = speaker_tsne(make_tiny_model(), utterances, out, seed=3)
     assert embedding.shape == (12, 2) and np.isfinite(embedding).all()
     assert labels == [u.speaker for u in sorted(utterances, key=lambda u: (u.speaker, u.utt_id))]
     _check_png(out)
-    again, _ = speaker_tsne(_tiny_model(), utterances, tmp_path / "again.png", seed=3)
+    again, _ = speaker_tsne(make_tiny_model(), utterances, tmp_path / "again.png", seed=3)
     np.testing.assert_allclose(again, embedding, rtol=1e-5, atol=1e-5)
 
 
-def test_select_speakers_takes_first_sorted_speakers_and_caps_utterances(corpus):
-    chosen = select_speakers(find_utterances(corpus), max_speakers=2, max_utts_per_speaker=3)
+def test_select_speakers_takes_first_sorted_speakers_and_caps_utterances(speaker_corpus_dir):
+    chosen = select_speakers(
+        find_utterances(speaker_corpus_dir), max_speakers=2, max_utts_per_speaker=3
+    )
     assert [u.speaker for u in chosen] == ["alice"] * 3 + ["bob"] * 3
     assert [u.utt_id for u in chosen[:3]] == ["alice_0", "alice_1", "alice_2"]
     with pytest.raises(CPCSpeechError, match="max_speakers"):
-        select_speakers(find_utterances(corpus), max_speakers=0)
+        select_speakers(find_utterances(speaker_corpus_dir), max_speakers=0)
 
 
-def test_perplexity_is_valid_for_small_sets_and_checked(corpus, tmp_path):
+def test_perplexity_is_valid_for_small_sets_and_checked(speaker_corpus_dir, tiny_model, tmp_path):
     for n in (2, 3, 5, 12, 91, 1000):
         assert 0 < auto_perplexity(n) < n
-    utterances = find_utterances(corpus)
-    model = _tiny_model()
+    utterances = find_utterances(speaker_corpus_dir)
+    model = tiny_model
     with pytest.raises(CPCSpeechError, match=r"perplexity: expected a value in \(0, 4\)"):
         speaker_tsne(model, utterances, tmp_path / "x.png", max_speakers=1, perplexity=4)
     # Two utterances is the smallest set t-SNE accepts; the automatic perplexity copes.
@@ -108,25 +85,25 @@ def test_perplexity_is_valid_for_small_sets_and_checked(corpus, tmp_path):
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "one.png").exists()
 
 
-def test_speaker_tsne_rejects_non_png_output(corpus, tmp_path):
+def test_speaker_tsne_rejects_non_png_output(speaker_corpus_dir, tiny_model, tmp_path):
     with pytest.raises(CPCSpeechError, match=r"expected a path ending in \.png"):
-        speaker_tsne(_tiny_model(), find_utterances(corpus), tmp_path / "fig.jpg")
+        speaker_tsne(tiny_model, find_utterances(speaker_corpus_dir), tmp_path / "fig.jpg")
 
 
-def test_missing_matplotlib_names_the_extra(corpus, tmp_path, monkeypatch):
+def test_missing_matplotlib_names_the_extra(speaker_corpus_dir, tiny_model, tmp_path, monkeypatch):
     # A None entry in sys.modules makes `import` raise ImportError, as if not installed.
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(CPCSpeechError, match=r"pip install 'cpcspeech\[plots\]'"):
-        speaker_tsne(_tiny_model(), find_utterances(corpus), tmp_path / "fig.png")
+        speaker_tsne(tiny_model, find_utterances(speaker_corpus_dir), tmp_path / "fig.png")
     with pytest.raises(CPCSpeechError, match=r"cpcspeech\[plots\]"):
         log = _write_jsonl(tmp_path / "log.jsonl", [{"step": 1, "acc_k1": 0.5}])
         plot_prediction_steps(log, tmp_path / "steps.png")
 
 
-def test_tsne_cli_with_random_model(corpus, tmp_path):
+def test_tsne_cli_with_random_model(speaker_corpus_dir, tmp_path):
     out = tmp_path / "cli_tsne.png"
     result = CliRunner().invoke(
-        app, ["tsne", "--data", str(corpus), "--model", "random", "--out", str(out),
+        app, ["tsne", "--data", str(speaker_corpus_dir), "--model", "random", "--out", str(out),
               "--speakers", "2", "--seed", "1"]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -134,17 +111,17 @@ def test_tsne_cli_with_random_model(corpus, tmp_path):
     _check_png(out)
 
 
-def test_tsne_cli_with_a_folder_of_npy_features(corpus, tmp_path):
+def test_tsne_cli_with_a_folder_of_npy_features(speaker_corpus_dir, tmp_path):
     feats = tmp_path / "feats"
     rng = np.random.default_rng(0)
-    for k, speaker in enumerate(SPEAKERS):
+    for k, speaker in enumerate(SPEAKER_PITCH):
         (feats / speaker).mkdir(parents=True)
         for i in range(4):
             frames = rng.normal(size=(25, 6)) + 5.0 * k  # speakers far apart
             np.save(feats / speaker / f"{speaker}_{i}.npy", frames.astype(np.float32))
     out = tmp_path / "npy_tsne.png"
     result = CliRunner().invoke(
-        app, ["tsne", "--data", str(corpus), "--model", str(feats), "--out", str(out)]
+        app, ["tsne", "--data", str(speaker_corpus_dir), "--model", str(feats), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "12 utterances of 3 speakers" in result.output and "npy:feats" in result.output

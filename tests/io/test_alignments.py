@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED_DATA
 
 from cpcspeech.errors import AlignmentError
 from cpcspeech.io.alignments import (
@@ -22,7 +23,7 @@ from cpcspeech.io.alignments import (
     read_textgrid,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+DATA = SHARED_DATA
 
 # One utterance, "see it": SIL x3, S x2, IY x4, IH x1, T x3, SIL x2 = 15 frames of 10 ms.
 SEGMENTS = [("SIL", 3), ("S", 2), ("IY", 4), ("IH", 1), ("T", 3), ("SIL", 2)]

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from paths import SHARED_DATA
 
 from cpcspeech.errors import CorpusError
 from cpcspeech.io.corpus import find_utterances, read_utt_list, speaker_ids
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speechocean762-train"
+SHARED = SHARED_DATA
 
 
 def _write(path: Path, seconds: float = 0.1) -> Path:

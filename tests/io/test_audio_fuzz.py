@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import EXAMPLE_AUDIO
 
 from cpcspeech.errors import AudioError
 from cpcspeech.io.audio import audio_info, load_audio
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "audio"
+EXAMPLES = EXAMPLE_AUDIO
 SEED = 11
 SECONDS_PER_CASE = 2.0  # a generous bound: each case takes milliseconds on an idle machine
 

@@ -8,11 +8,11 @@ import hashlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from paths import REPO
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -29,7 +29,6 @@ from cpcspeech.weights.published import (
 )
 from cpcspeech.weights.resolve import load_model, locate_model
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "cpc_audio" / "release_layernorm_lstm2.pt"
 DATA = FIXTURE.read_bytes()
 SHA = hashlib.sha256(DATA).hexdigest()

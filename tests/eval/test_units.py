@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tone_corpus import tone_corpus
 from typer.testing import CliRunner
 
 from cpcspeech.cli import app
@@ -28,12 +27,7 @@ from cpcspeech.eval.units import (
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _blobs(k=4, per=200, dim=6, seed=0):
@@ -108,8 +102,8 @@ def test_codebook_round_trip_and_refusals(tmp_path):
         load_codebook(path)
 
 
-def test_cli_units_fit_and_apply(tmp_path):
-    data = tone_corpus(tmp_path / "data")
+def test_cli_units_fit_and_apply(tmp_path, tone_data):
+    data = tone_data
     for name, ids in (("train_split.txt", ["spk_a-0", "spk_a-1", "spk_b-0", "spk_b-1"]),
                       ("test_split.txt", ["spk_a-2", "spk_b-2"])):  # fmt: skip
         (data / name).write_text("\n".join(ids) + "\n")
@@ -176,8 +170,8 @@ def test_units_options_are_checked_before_any_features(options, fragment):
         UnitsOptions(**options)
 
 
-def test_units_fit_without_a_test_split_reads_every_utterance_and_says_so(tmp_path):
-    data = tone_corpus(tmp_path / "data")
+def test_units_fit_without_a_test_split_reads_every_utterance_and_says_so(tmp_path, tone_data):
+    data = tone_data
     fit = runner.invoke(
         app, ["units", "fit", "--data", str(data), "--model", "random", "--k", "4", "--out",
               str(tmp_path / "book"), "--max-frames", "2000", "--quiet"],

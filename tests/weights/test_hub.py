@@ -30,12 +30,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
+from paths import TESTS_DATA
 from safetensors.torch import load_file
+from samples import make_tiny_model
 
-from cpcspeech.config import ModelConfig
 from cpcspeech.model.cpc import CPCModel
-
-SMALL = ModelConfig(encoder_channels=16, context_dim=8)
 
 
 # ----- the stand-in Hub -----
@@ -253,8 +252,7 @@ class HubHandler(BaseHTTPRequestHandler):
 def hub(tmp_path_factory):
     """A running stand-in Hub with a real model and several broken repos."""
     root = tmp_path_factory.mktemp("hub")
-    torch.manual_seed(0)
-    model_dir = CPCModel(SMALL).save_pretrained(root / "model")
+    model_dir = make_tiny_model(0).save_pretrained(root / "model")
     # Full size (23 MB): more than huggingface_hub's 10 MiB download chunk, so a connection cut
     # half-way leaves bytes on disk and the retry resumes them with a Range request.
     big_dir = CPCModel().save_pretrained(root / "big")
@@ -566,7 +564,7 @@ def test_download_command(hub, tmp_path) -> None:
 # ----- publishing: convert a CPC_audio checkpoint, push it, load it back by repo id -----
 def test_convert_push_and_load_back_by_repo_id(hub, tmp_path) -> None:
     """`cpcspeech convert ... && cpcspeech push OUT ORG/NAME` gives a repo `--model` loads."""
-    source = Path(__file__).parent / "data" / "cpc_audio" / "release_layernorm_lstm2.pt"
+    source = TESTS_DATA / "cpc_audio" / "release_layernorm_lstm2.pt"
     out = tmp_path / "converted"
     env = child_env(hub.endpoint, tmp_path / "hf")
     env["HF_TOKEN"] = "hf_test_token"  # the stand-in accepts any token

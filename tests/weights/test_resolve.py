@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paths import REPO
+from samples import TINY, make_tiny_model
 from typer.testing import CliRunner
 
 from cpcspeech import load_model
@@ -29,13 +31,7 @@ from cpcspeech.weights.resolve import (
     weights_sha256,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = ModelConfig(encoder_channels=16, context_dim=8)
-
-
-def make_model(seed: int) -> CPCModel:
-    torch.manual_seed(seed)
-    return CPCModel(SMALL).eval()
+SMALL = ModelConfig(**TINY)
 
 
 def outputs(model: CPCModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +48,7 @@ def same_model(a: CPCModel, b: CPCModel) -> bool:
 
 def write_checkpoint(folder: Path, step: int, seed: int) -> CPCModel:
     """A checkpoint folder as train.py writes it (model dir + meta.json + config.yaml)."""
-    model = make_model(seed)
+    model = make_tiny_model(seed)
     model.save_pretrained(folder)
     meta = {
         "step": step,
@@ -89,7 +85,7 @@ def run_dir(tmp_path: Path) -> tuple[Path, dict[int, CPCModel]]:
 
 # ----- local folders -----
 def test_model_directory_resolves_and_loads(tmp_path: Path) -> None:
-    model = make_model(0)
+    model = make_tiny_model(0)
     folder = model.save_pretrained(tmp_path / "m")
     assert resolve_model_dir(str(folder)) == folder
     source = locate_model(folder)
@@ -165,13 +161,13 @@ def test_run_dir_without_checkpoints_is_an_error(tmp_path: Path) -> None:
 
 
 def test_file_instead_of_folder_is_an_error(tmp_path: Path) -> None:
-    folder = make_model(0).save_pretrained(tmp_path / "m")
+    folder = make_tiny_model(0).save_pretrained(tmp_path / "m")
     with pytest.raises(ModelLoadError, match="found a file"):
         resolve_model_dir(str(folder / "model.safetensors"))
 
 
 def test_existing_path_wins_over_repo_id(tmp_path: Path, monkeypatch) -> None:
-    model = make_model(3)
+    model = make_tiny_model(3)
     model.save_pretrained(tmp_path / "org" / "name")
     monkeypatch.chdir(tmp_path)
     assert locate_model("org/name").kind == "directory"  # no network: it is a local folder
@@ -198,7 +194,7 @@ def test_unknown_specs_are_clear_errors(spec: str, message: str, tmp_path, monke
 
 
 def test_revision_rules(tmp_path: Path) -> None:
-    folder = make_model(0).save_pretrained(tmp_path / "m")
+    folder = make_tiny_model(0).save_pretrained(tmp_path / "m")
     with pytest.raises(ModelLoadError, match="applies only to Hub repo ids"):
         resolve_model_dir(str(folder), revision="v1")
     with pytest.raises(ModelLoadError, match="applies only to Hub repo ids"):
@@ -291,7 +287,7 @@ def test_export_and_push_commands(run_dir, tmp_path: Path) -> None:
 
 
 def test_push_validates_before_uploading(tmp_path: Path) -> None:
-    folder = make_model(0).save_pretrained(tmp_path / "m")
+    folder = make_tiny_model(0).save_pretrained(tmp_path / "m")
     with pytest.raises(ModelLoadError, match="expected a model card"):
         push_model(folder, "org/name")
     (folder / "README.md").write_text("card\n", encoding="utf-8")
@@ -316,7 +312,7 @@ def test_wheel_ships_and_finds_the_weights(tmp_path: Path) -> None:
         REPO / "cpcspeech", src / "cpcspeech", ignore=shutil.ignore_patterns("__pycache__")
     )
     shipped = src / "pretrained" / SHIPPED["cpc-speechocean762"].folder
-    model = make_model(7)
+    model = make_tiny_model(7)
     model.save_pretrained(shipped)
     (shipped / "README.md").write_text("# test card\n", encoding="utf-8")
     dist = tmp_path / "dist"
