@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite.
+"""Fixtures shared by the whole suite, and the rule that every test runs in a fresh empty
+working directory and leaves it empty.
 
 The tests mirror the package: tests/model, tests/io, tests/weights, tests/train, tests/eval,
 and tests/ itself for the top-level modules and for behaviour across commands. pytest imports
@@ -7,6 +8,7 @@ unique basename; this folder is on ``sys.path``, which makes ``paths``, ``sample
 ``tone_corpus`` importable from every subfolder.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,39 @@ from samples import make_tiny_model, speaker_corpus
 from tone_corpus import tone_corpus
 
 from cpcspeech.model.cpc import CPCModel
+
+
+def _left_in(folder: Path) -> list[str]:
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cwd(tmp_path_factory):
+    """Module- and session-scoped fixtures run outside the checkout too; what they leave in
+    this folder fails the last test."""
+    start = Path.cwd()
+    folder = tmp_path_factory.mktemp("session-cwd")
+    os.chdir(folder)
+    yield folder
+    os.chdir(start)
+    strays = _left_in(folder)
+    if strays:
+        pytest.fail(f"files left in the working directory by a fixture: {strays} in {folder}")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cwd(tmp_path_factory, monkeypatch) -> Path:
+    """Every test runs in a new empty folder (not tmp_path) and must leave it empty: a file a
+    command writes relative to the working directory is a stray and fails the test."""
+    folder = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(folder)
+    yield folder
+    strays = _left_in(folder)
+    if strays:
+        pytest.fail(
+            f"the test left {strays} in its working directory {folder}: write under tmp_path "
+            "or remove them"
+        )
 
 
 @pytest.fixture
