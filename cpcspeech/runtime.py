@@ -74,11 +74,9 @@ def resolve_device(name: str, option: str = "device") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"{option}: expected auto, cpu or cuda (or cuda:N), found {name!r}"
-        ) from None
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{option}: expected auto, cpu or cuda (or cuda:N), found {name!r}")
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, found {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{option} {name!r}: expected an available CUDA GPU, found none")
     if device.type == "cuda" and device.index is None:

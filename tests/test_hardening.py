@@ -449,7 +449,7 @@ def test_malformed_hub_revisions_fail_before_the_network(monkeypatch, spec, frag
         (["--epochs", "0"], "--epochs: expected >= 1, found 0"),
         (["--hidden", "-5"], "--hidden: expected 0 (linear) or a width >= 1, found -5"),
         (["--layer", "q"], "--layer: expected c, z or c1..cN, found 'q'"),
-        (["--device", "tpu"], "device: expected auto, cpu or cuda (or cuda:N), found 'tpu'"),
+        (["--device", "tpu"], "device: expected auto, cpu, cuda or cuda:N, found 'tpu'"),
         (["--out", "file.txt/x"], "file.txt is a file, expected a folder"),
         (["--table", "--supervised-steps", "-4"], "supervised steps: expected >= 1, found -4"),
         (["--table", "--out", "file.txt"], "file.txt is a file, expected a folder"),
