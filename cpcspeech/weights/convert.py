@@ -18,7 +18,7 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import file_sha256, replace_folder, temp_dir
+from cpcspeech.files import check_output_apart, file_sha256, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
@@ -324,11 +324,14 @@ def convert(
     """Write ``out_dir`` = config.json + model.safetensors + README.md from a CPC_audio checkpoint.
 
     The folder is assembled in a temporary sibling and renamed into place, so an interrupted run
-    leaves no half-written model directory.
+    leaves no half-written model directory. ``overwrite`` replaces an existing ``out_dir``, but
+    never one that is, holds or lies inside ``source`` (:func:`cpcspeech.files.check_output_apart`).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
+    if os.path.lexists(out_dir) and not overwrite:
         raise ModelLoadError(f"convert: {out_dir} already exists; choose a new folder or overwrite")
+    if os.path.lexists(out_dir):
+        check_output_apart(out_dir, [source], "convert")
     model, ckpt = convert_checkpoint(source, checkpoint)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")
