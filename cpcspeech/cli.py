@@ -65,8 +65,8 @@ def _root() -> None:
 
 EXTRACT_INPUTS_HELP = (
     "Audio files, directories (searched recursively), Kaldi wav.scp files or Kaldi data "
-    "directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run "
-    "as shell commands."
+    "directories (wav.scp, cut by segments if present), lhotse manifests. wav.scp lines ending "
+    "in '|' run as shell commands, with --allow-commands only."
 )
 EXTRACT_OUT_HELP = (
     "OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
@@ -95,6 +95,8 @@ EXTRACT_SHARD_HELP = (
     "I/N (0 <= I < N): only shard I of N, balanced by audio duration; OUT.npy becomes "
     "OUT.shard-I-of-N.npy. 'env': I/N from RANK/WORLD_SIZE (torchrun). See merge-index."
 )
+ALLOW_HELP = "Run wav.scp commands ('CMD |') and lhotse command/url sources (default: refuse)."
+AllowCommands = Annotated[bool, typer.Option("--allow-commands", help=ALLOW_HELP)]
 
 
 @app.command()
@@ -125,6 +127,7 @@ def extract(
         str, typer.Option("--batch-seconds", help=EXTRACT_BATCH_HELP)
     ] = "auto",
     shard: Annotated[str | None, typer.Option("--shard", help=EXTRACT_SHARD_HELP)] = None,
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Extract CPC features (c or z) from audio at 16 kHz (other rates are resampled).
 
@@ -149,31 +152,13 @@ def extract(
         precision=precision,
         shard=picked,
         batch_seconds=parse_batch_seconds(batch_seconds, device),
+        allow_commands=allow_commands,
     )
-    _print_extract_summary(summary)
-
-
-def _print_extract_summary(summary) -> None:
-    """What extract wrote, its speed, and the skipped files (exit status 1 if any)."""
-    ok, skipped = summary.ok, summary.skipped
-    if summary.index is not None:
-        typer.echo(
-            f"wrote {summary.out}: ({summary.total_frames}, {summary.dim}) float32, "
-            f"layer {summary.layer}, {len(ok)} files; index {summary.index}"
-        )
-    else:
-        typer.echo(
-            f"wrote {len(ok)} files under {summary.out}: (T, {summary.dim}) float32 each, "
-            f"layer {summary.layer}, {summary.total_frames} frames in all"
-        )
-    typer.echo(
-        f"speed: {summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s on "
-        f"{summary.device} ({summary.speed:.1f}x real time)"
-    )
-    if skipped:
-        for result in skipped:
-            console.print(f"{result.input.label}: {result.status}", highlight=False, markup=False)
-        console.print(f"[bold red]{len(skipped)} of {len(summary.files)} files skipped[/]")
+    typer.echo(summary.describe())
+    for result in summary.skipped:  # listed, then exit status 1
+        console.print(f"{result.input.label}: {result.status}", highlight=False, markup=False)
+    if summary.skipped:
+        console.print(f"[bold red]{len(summary.skipped)} of {len(summary.files)} files skipped[/]")
         raise typer.Exit(1)
 
 
@@ -218,12 +203,13 @@ def tsne(
     perplexity: float | None = typer.Option(
         None, "--perplexity", help="t-SNE perplexity (default min(30, (n-1)/3))."
     ),
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Paper Figure 2: t-SNE of per-utterance mean c_t, coloured by speaker."""
     from cpcspeech.eval.plots import load_tsne_model, speaker_tsne
     from cpcspeech.io.corpus import find_utterances
 
-    utterances = find_utterances(data, utt_list)
+    utterances = find_utterances(data, utt_list, allow_commands)
     cpc_model, weights = load_tsne_model(model, seed)
     embedding, labels = speaker_tsne(
         cpc_model, utterances, out, max_speakers=speakers, max_utts_per_speaker=utts_per_speaker,
@@ -259,12 +245,14 @@ def train_command(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the latest checkpoint in train.out_dir."
     ),
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Train CPC (paper section 3.1). Under torchrun, one process per GPU (DDP)."""
     from cpcspeech.config import load_config
     from cpcspeech.train.loop import train
 
-    cfg = load_config(conf, overrides or [])
+    trust = ["data.allow_commands=true"] if allow_commands else []  # else the config's value
+    cfg = load_config(conf, [*(overrides or []), *trust])
     result = train(cfg, resume=resume, console=console)
     if result.is_main:
         valid = "n/a" if result.valid_loss is None else f"{result.valid_loss:.4f}"
@@ -398,9 +386,7 @@ def _progress(quiet: bool) -> bool:
 
 @app.command("probe")
 def probe(
-    task: str | None = typer.Argument(
-        None, help="phone or speaker (omit with --table, which runs both)."
-    ),
+    task: str | None = typer.Argument(None, help="phone or speaker (omit with --table: both)."),
     data: DataOption = ...,
     labels: str | None = typer.Option(
         None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
@@ -450,6 +436,7 @@ def probe(
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
     from cpcspeech.eval.data import resolve_eval_data
@@ -462,7 +449,8 @@ def probe(
                               norm=supervised_norm) if supervised_steps else None  # fmt: skip
     if task is None and not table:
         raise ConfigError("give a task (phone or speaker) or --table")
-    evaluation = resolve_eval_data(data, labels, label_format, phones, train_list, test_list)
+    evaluation = resolve_eval_data(data, labels, label_format, phones, train_list, test_list,
+                                   allow_commands=allow_commands)  # fmt: skip
     if table:
         _, markdown = run_table(evaluation, out or "probe-table", options, model, budget, baselines)
         typer.echo(markdown, nl=False)
@@ -501,6 +489,7 @@ def abx(
     seed: int = typer.Option(0, "--seed", help="Seed of 'random' and of subsampling."),
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
     from cpcspeech.eval.abx import AbxOptions, run_abx
@@ -511,8 +500,9 @@ def abx(
         layer, distance, max_per_group, seed=seed, device=device, progress=_progress(quiet)
     )
     evaluation = resolve_eval_data(
-        data, labels, label_format, phones, test_list=test_list, splits=("test",), required=()
-    )
+        data, labels, label_format, phones, test_list=test_list, splits=("test",), required=(),
+        allow_commands=allow_commands,
+    )  # fmt: skip
     specs = table_specs(model) if table else [model]
     results, markdown = run_abx(evaluation, specs, options, item_file=item, out_dir=out)
     typer.echo(markdown, nl=False)
@@ -553,6 +543,7 @@ def units_fit(
     seed: int = typer.Option(0, "--seed", help="Seed of k-means, subsampling and 'random'."),
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Fit a k-means codebook on a corpus's frame features."""
     from cpcspeech.eval.data import resolve_eval_data
@@ -564,15 +555,16 @@ def units_fit(
     # fit on --list (else train_split.txt, else everything); with labels, score on test_split.txt
     splits = ("train", "test") if labels else ("train",)
     evaluation = resolve_eval_data(
-        data, labels, train_list=utt_list, test_list=test_list, splits=splits, required=("test",)
-    )
+        data, labels, train_list=utt_list, test_list=test_list, splits=splits, required=("test",),
+        allow_commands=allow_commands,
+    )  # fmt: skip
     typer.echo(fit_units(evaluation, model, out, options).describe())
 
 
 @units_app.command("apply")
 def units_apply(
     inputs: list[str] = typer.Argument(  # noqa: B008 - typer's documented default style
-        ..., help="Audio files, directories (searched recursively) or Kaldi wav.scp files."
+        ..., help="Audio files, directories (searched recursively), wav.scp files, manifests."
     ),
     codebook: str = typer.Option(..., "--codebook", "-c", help="A codebook from `units fit`."),
     out: str = typer.Option(
@@ -586,12 +578,13 @@ def units_apply(
     ),
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
+    allow_commands: AllowCommands = False,
 ) -> None:
     """Turn audio into unit sequences with a codebook (ZeroSpeech / GSLM text, or .npy)."""
     from cpcspeech.eval.units import apply_units
 
     result = apply_units(
         codebook, inputs, out, model_spec=model, collapse=collapse, device=device,
-        progress=_progress(quiet),
+        progress=_progress(quiet), allow_commands=allow_commands,
     )  # fmt: skip
     typer.echo(result.describe())

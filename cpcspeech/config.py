@@ -93,6 +93,9 @@ class DataConfig:
     speakers_per_batch: int = 0  # 0 = windows drawn freely; >0 groups each batch by speaker
     num_workers: int = 0
     seed: int = 0
+    # Run wav.scp commands and lhotse command / url sources of root (cpcspeech.io.trust); the
+    # CLI's train --allow-commands sets it. Off: such a line is refused before anything runs.
+    allow_commands: bool = False
 
     def __post_init__(self) -> None:
         check_section(self)

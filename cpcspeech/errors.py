@@ -31,3 +31,8 @@ class AlignmentError(CPCSpeechError, ValueError):
 
 class CorpusError(CPCSpeechError):
     """A corpus folder, utterance list or Kaldi data file is missing or malformed."""
+
+
+class UntrustedInputError(CPCSpeechError):
+    """A data file would run a command or fetch a URL, and the user has not allowed it
+    (``--allow-commands``, ``CPCSPEECH_ALLOW_COMMANDS=1``); raised before anything runs."""

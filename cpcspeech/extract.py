@@ -75,6 +75,23 @@ class ExtractSummary:
         """Audio seconds per wall-clock second (x real time)."""
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
+    def describe(self) -> str:
+        """Two lines: what was written, and how fast (the CLI's summary)."""
+        if self.index is not None:
+            wrote = (
+                f"wrote {self.out}: ({self.total_frames}, {self.dim}) float32, layer {self.layer}, "
+                f"{len(self.ok)} files; index {self.index}"
+            )
+        else:
+            wrote = (
+                f"wrote {len(self.ok)} files under {self.out}: (T, {self.dim}) float32 each, "
+                f"layer {self.layer}, {self.total_frames} frames in all"
+            )
+        return (
+            f"{wrote}\nspeed: {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s on "
+            f"{self.device} ({self.speed:.1f}x real time)"
+        )
+
 
 # ----- computing features -----
 
@@ -189,6 +206,7 @@ def extract_features(
     precision: str = "fp32",
     shard: Shard | None = None,
     batch_seconds: float = 0.0,
+    allow_commands: bool = False,
 ) -> ExtractSummary:
     """Extract features for every input and write them atomically.
 
@@ -208,6 +226,8 @@ def extract_features(
             ``OUT.shard-I-of-N.npy`` and its index gains ``input_position``.
         batch_seconds: padded audio per batch (:mod:`cpcspeech.model.batched`, same frames as
             one at a time); 0: one utterance at a time, the better choice on a CPU.
+        allow_commands: run wav.scp commands and lhotse command / url sources (see
+            :func:`cpcspeech.io.sources.find_sources`); refused before anything runs without.
 
     Raises:
         AudioError: a bad input file (unless ``skip_errors``); nothing that looks complete is left.
@@ -219,7 +239,7 @@ def extract_features(
     if inputs and all(isinstance(x, AudioSource) for x in inputs):
         items = list(inputs)
     else:
-        items = find_sources(inputs)
+        items = find_sources(inputs, allow_commands=allow_commands)
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.eval().to(torch_device)
     writer.check(items, model.layer_dim(layer))

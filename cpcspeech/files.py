@@ -53,6 +53,37 @@ def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     shutil.rmtree(trash)
 
 
+def check_output_apart(
+    output: str | os.PathLike, inputs: list[str | os.PathLike], command: str
+) -> None:
+    """The ``--overwrite`` rule: an output that would be replaced must not be, hold or lie inside
+    any input, so a command never deletes what it did not create.
+
+    Paths are compared both as given (made absolute) and as real paths (symlinks followed), so a
+    symlink to an input, or an input reached through one, counts as that input.
+
+    Raises:
+        CPCSpeechError: naming the output, the input and how they overlap.
+    """
+    outs = {Path(os.path.abspath(output)), Path(os.path.realpath(output))}
+    for given in inputs:
+        for src in {Path(os.path.abspath(given)), Path(os.path.realpath(given))}:
+            for out in outs:
+                if out == src:
+                    relation = "is"
+                elif out in src.parents:
+                    relation = "holds"
+                elif src in out.parents:
+                    relation = "lies inside"
+                else:
+                    continue
+                raise CPCSpeechError(
+                    f"{command}: --overwrite would replace {output}, which {relation} the input "
+                    f"{given}; expected an output apart from every input (nothing is deleted "
+                    "that the command did not create)"
+                )
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and ``os.replace``.
 

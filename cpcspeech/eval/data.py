@@ -79,6 +79,7 @@ def resolve_eval_data(
     test_list: str | os.PathLike | None = None,
     splits: Collection[str] = SPLITS,
     required: Collection[str] = SPLITS,
+    allow_commands: bool = False,
 ) -> EvalData:
     """Find the corpus, its splits and its labels, once.
 
@@ -89,6 +90,8 @@ def resolve_eval_data(
         splits: which splits to resolve (the others stay empty).
         required: splits that must come from a list; a split that is not required and has no
             list holds every utterance of the corpus (ABX scores all, units fit on all).
+        allow_commands: run wav.scp commands and lhotse command / url sources (see
+            :func:`cpcspeech.io.sources.find_sources`).
 
     When both splits are required (a probe learns on one and is scored on the other), they
     must not share utterances.
@@ -108,7 +111,7 @@ def resolve_eval_data(
                 f"{root}: expected {SPLIT_FILES[split]} (or pass {SPLIT_OPTIONS[split]}), "
                 "found none"
             )
-        found[split] = tuple(find_utterances(root, path))
+        found[split] = tuple(find_utterances(root, path, allow_commands))
     if set(SPLITS) <= set(splits) & set(required):
         _check_disjoint(found["train"], found["test"])
     everyone = found["train"] + found["test"]

@@ -400,6 +400,7 @@ def apply_units(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    allow_commands: bool = False,
 ) -> UnitsApplyResult:
     """Unit sequences of audio files, folders or wav.scp files.
 
@@ -407,12 +408,13 @@ def apply_units(
     other ``out`` is a folder of (T,) int32 ``.npy`` arrays, one per input (``a/b.wav`` ->
     ``out/a/b.npy``; with ``collapse``, repeats are merged there too). The features come from
     the codebook's model unless ``model_spec`` names another, which must have the same weights.
+    wav.scp commands and lhotse command / url sources need ``allow_commands``.
     """
     codebook = load_codebook(codebook_path)
     layer = codebook.layer if codebook.layer in ("c", "z") else "c"
     source = load_feature_source(model_spec or codebook.model, layer, seed, device)
     codebook.check_source(source)
-    items = find_sources(inputs)
+    items = find_sources(inputs, allow_commands=allow_commands)
     started = time.perf_counter()
     out = Path(out)
     text_mode = out.suffix == ".txt"

@@ -4,6 +4,7 @@ Resampling uses soxr ("HQ"); its output length for n input samples is floor(n * 
 """
 
 import io
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from cpcspeech.errors import AudioError
+from cpcspeech.errors import AudioError, ConfigError
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 159
@@ -24,6 +25,13 @@ MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 768000
 """Sample rates accepted in a file header; outside them a garbled header is far likelier than audio
 (and 1 Hz would resample every frame to 16000 samples)."""
 READ_BLOCK = 1 << 20  # frames per read when the header's frame count is not plausible
+
+MAX_AUDIO_SECONDS_ENV = "CPCSPEECH_MAX_AUDIO_SECONDS"
+DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
+"""The longest audio any source may hold (a file, a piped command, a segment, a lhotse cut), in
+seconds; ``$CPCSPEECH_MAX_AUDIO_SECONDS`` changes it. 4 h of 16 kHz float32 is 922 MB."""
+COMMAND_BYTES_PER_SECOND = SAMPLE_RATE * 4
+"""A piped command may write at most this many bytes per allowed second (16 kHz float32 mono)."""
 
 AUDIO_EXTENSIONS = frozenset(
     {
@@ -113,16 +121,60 @@ def _check_wav_data_chunk(path: Path) -> None:
             pos += 8 + length + (length & 1)
 
 
-def _check_rate(path: object, rate: int) -> None:
-    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+def max_audio_seconds() -> float:
+    """The length cap of every audio source: ``$CPCSPEECH_MAX_AUDIO_SECONDS``, else 4 h."""
+    text = os.environ.get(MAX_AUDIO_SECONDS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_AUDIO_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(
+            f"{MAX_AUDIO_SECONDS_ENV}: expected a positive number of seconds, found {text!r}"
+        )
+    return value
+
+
+def max_command_bytes() -> int:
+    """The most bytes a piped command may write: the length cap at 16 kHz float32 mono."""
+    return int(max_audio_seconds() * COMMAND_BYTES_PER_SECOND)
+
+
+def check_audio_size(label: object, source_rate: float, source_samples: float) -> None:
+    """The one rate and length check of every audio source, made on what a header or manifest
+    says before anything is decoded, and again on what decoding gave.
+
+    Args:
+        label: what the error names (a file, a command, a segment, a manifest entry).
+        source_rate: samples per second at the source, from 1000 to 768000 Hz.
+        source_samples: its length in samples, from 0 to ``max_audio_seconds() * source_rate``.
+
+    Raises:
+        AudioError: a rate outside the range (a garbled header: 1 Hz would resample every
+            frame to 16000 samples), a negative length or one over the cap.
+    """
+    if not MIN_SOURCE_RATE <= source_rate <= MAX_SOURCE_RATE:
         raise AudioError(
-            path,
-            f"sample rate {rate} Hz in the header, expected {MIN_SOURCE_RATE} to "
+            label,
+            f"sample rate {source_rate} Hz in the header, expected {MIN_SOURCE_RATE} to "
             f"{MAX_SOURCE_RATE} Hz (a garbled header?)",
+        )
+    limit = max_audio_seconds()
+    if not 0 <= source_samples <= limit * source_rate:
+        raise AudioError(
+            label,
+            f"{source_samples} samples at {source_rate} Hz ({source_samples / source_rate:.0f} "
+            f"s), expected 0 to {limit:g} s ({MAX_AUDIO_SECONDS_ENV}; raise it for longer audio)",
         )
 
 
-def _read_frames(f: sf.SoundFile, size: int) -> np.ndarray:
+def _check_rate(path: object, rate: int) -> None:
+    check_audio_size(path, rate, 0)
+
+
+def _read_frames(f: sf.SoundFile, size: int, label: object) -> np.ndarray:
     """All frames of an open file as (N, channels) float32.
 
     soundfile sizes its output from the header's frame count, which a garbled header can set to
@@ -130,12 +182,15 @@ def _read_frames(f: sf.SoundFile, size: int) -> np.ndarray:
     per byte, more than FLAC gives for silence), read in blocks so memory follows the data.
     """
     if f.frames * f.channels <= 1000 * size:
+        check_audio_size(label, f.samplerate, f.frames)
         return f.read(dtype="float32", always_2d=True)
-    blocks = []
+    blocks, total = [], 0
     while True:
         block = f.read(READ_BLOCK, dtype="float32", always_2d=True)
         if block.shape[0] == 0:
             break
+        total += block.shape[0]
+        check_audio_size(label, f.samplerate, total)  # memory follows the data, up to the cap
         blocks.append(block)
     return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
 
@@ -169,7 +224,7 @@ def audio_info(
         info = sf.info(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise _open_error(path, err) from err
-    _check_rate(path, info.samplerate)
+    check_audio_size(path, info.samplerate, info.frames)
     num_samples = resampled_length(info.frames, info.samplerate, sample_rate)
     _check_length(path, num_samples, info.frames, sample_rate, min_samples)
     return AudioInfo(str(path), info.samplerate, info.frames, info.channels, num_samples)
@@ -201,7 +256,7 @@ def load_audio(
         with sf.SoundFile(os.fsencode(path)) as f:
             promised, source_rate = f.frames, f.samplerate
             _check_rate(path, source_rate)
-            data = _read_frames(f, path.stat().st_size)  # (N, channels)
+            data = _read_frames(f, path.stat().st_size, path)  # (N, channels)
     except AudioError:
         raise
     except Exception as err:
@@ -228,10 +283,14 @@ def decode_audio(
     if not encoded:
         raise AudioError(label, "no bytes to decode (empty output), expected audio")
     try:
-        data, source_rate = sf.read(io.BytesIO(encoded), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(encoded)) as f:
+            source_rate = f.samplerate
+            _check_rate(label, source_rate)
+            data = _read_frames(f, len(encoded), label)  # (N, channels), within the cap
+    except AudioError:
+        raise
     except Exception as err:
         raise _open_error(label, err) from err
-    _check_rate(label, source_rate)
     return to_mono(label, data, source_rate, sample_rate, min_samples)
 
 
@@ -249,6 +308,7 @@ def to_mono(
     """
     if data.shape[0] == 0:
         raise AudioError(path, "no audio: the file holds 0 frames")
+    check_audio_size(path, source_rate, data.shape[0])
     finite = np.isfinite(data)
     if not finite.all():
         bad = int(data.size - np.count_nonzero(finite))

@@ -25,21 +25,23 @@ __all__ = [
 
 
 def find_utterances(
-    root: str | os.PathLike, utt_list: str | os.PathLike | None = None
+    root: str | os.PathLike, utt_list: str | os.PathLike | None = None, allow_commands: bool = False
 ) -> list[AudioSource]:
     """Find the utterances of a corpus under ``root``, each with its speaker.
 
     Layouts, tried in this order:
       * Kaldi data directory: ``wav.scp`` + ``utt2spk`` (relative paths resolved against root),
-        cut by ``segments`` when present; piped entries run as commands;
+        cut by ``segments`` when present; piped entries run as commands (with the opt-in);
       * LibriSpeech tree: ``SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac``, speaker = top folder;
       * plain folder: every audio file below root, speaker = its parent folder's name;
       * a lhotse CutSet manifest, speaker = each cut's first supervision's.
 
     With ``utt_list`` only the listed utterances are returned, in the list's order; otherwise
     utterances are sorted by id. Utterance ids must be unique. Read audio with ``u.load()``.
+    wav.scp commands and lhotse command / url sources need ``allow_commands`` (see
+    :func:`cpcspeech.io.sources.find_sources`).
     """
-    return find_sources([root], utt_list, speakers=True)
+    return find_sources([root], utt_list, speakers=True, allow_commands=allow_commands)
 
 
 def speaker_ids(utterances: Iterable[AudioSource]) -> dict[str, int]:

@@ -13,11 +13,20 @@ import numpy as np
 
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.files import temp_sibling
-from cpcspeech.io.audio import AudioInfo, audio_info, decode_audio, load_audio
+from cpcspeech.io.audio import (
+    MAX_AUDIO_SECONDS_ENV,
+    AudioInfo,
+    audio_info,
+    decode_audio,
+    load_audio,
+    max_audio_seconds,
+    max_command_bytes,
+)
 
 MAX_OVERSHOOT_SECONDS = 0.5
 """A segment ending less than this past its recording is cut at the end (Kaldi's
 ``extract-segments --max-overshoot``); one ending further out is an error."""
+COMMAND_READ_BLOCK = 1 << 20  # bytes per read of a piped command's output
 
 
 def require_kaldiio():
@@ -56,16 +65,31 @@ class CommandAudio:
         return AudioInfo(self.command, sample_rate, 0, 0, 0)
 
     def load(self, sample_rate: int, min_samples: int) -> np.ndarray:
-        """Run the command once. Returns wav: (N,) float32 mono at ``sample_rate``."""
+        """Run the command once. Returns wav: (N,) float32 mono at ``sample_rate``.
+
+        Its output is read in blocks up to :func:`cpcspeech.io.audio.max_command_bytes`; a
+        command writing more (``cat /dev/zero |``) is stopped there (its pipe is closed) and
+        refused, so memory stays bounded whatever it writes.
+        """
         kaldiio = require_kaldiio()
+        limit = max_command_bytes()
+        encoded = bytearray()
         stream = kaldiio.open_like_kaldi(self.command, "rb")
         try:
-            encoded = stream.read()
+            while block := stream.read(COMMAND_READ_BLOCK):
+                if len(encoded) + len(block) > limit:
+                    raise AudioError(
+                        self.command,
+                        f"the command wrote more than {limit} bytes, expected at most "
+                        f"{max_audio_seconds():g} s of audio ({MAX_AUDIO_SECONDS_ENV}); stopped "
+                        "reading it",
+                    )
+                encoded += block
         finally:
-            status = stream.close()
+            status = stream.close()  # a writer still running gets SIGPIPE
         if status:  # kaldiio returns the exit status shifted left by 8, like os.popen
             raise AudioError(self.command, f"command failed with exit status {status >> 8}")
-        return decode_audio(encoded, self.command, sample_rate, min_samples)
+        return decode_audio(bytes(encoded), self.command, sample_rate, min_samples)
 
 
 # ----- segments -----
@@ -206,6 +230,7 @@ def read_segments(
     """
     found: list[tuple[str, SegmentAudio]] = []
     seen: dict[str, int] = {}
+    limit = max_audio_seconds()  # no recording is longer, so no segment ends later
     with open(segments, encoding="utf-8") as f:
         for lineno, raw in enumerate(f, start=1):
             parts = raw.split()
@@ -224,9 +249,10 @@ def read_segments(
                 raise CPCSpeechError(
                     f"{where}: expected START and END in seconds, found {start_text!r} {end_text!r}"
                 ) from None
-            if not (start >= 0 and (end == -1 or end > start)):
+            if not (0 <= start < limit and (end == -1 or start < end <= limit)):
                 raise CPCSpeechError(
-                    f"{where}: expected 0 <= START < END (or END = -1), found {start:g} {end:g}"
+                    f"{where}: expected 0 <= START < END <= {limit:g} (or END = -1; seconds, "
+                    f"at most {MAX_AUDIO_SECONDS_ENV}), found {start:g} {end:g}"
                 )
             if rec not in recordings:
                 raise CPCSpeechError(

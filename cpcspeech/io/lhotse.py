@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 
 from cpcspeech.errors import AudioError, CPCSpeechError
-from cpcspeech.io.audio import AudioInfo, resampled_length, to_mono
+from cpcspeech.io.audio import AudioInfo, check_audio_size, resampled_length, to_mono
+from cpcspeech.io.trust import TRUSTED_LHOTSE_SOURCES, commands_allowed, refuse
 
 MANIFEST_SUFFIXES = (".jsonl.gz", ".jsonl")
 
@@ -45,7 +46,8 @@ class LhotseAudio:
 
     def info(self, sample_rate: int, min_samples: int) -> AudioInfo:
         """Length from the manifest (no audio read)."""
-        rate, count = int(self.item.sampling_rate), int(self.item.num_samples)
+        rate, count = self.item.sampling_rate, self.item.num_samples
+        check_audio_size(self.label, rate, count)
         num_samples = resampled_length(count, rate, sample_rate)
         if num_samples < min_samples:
             raise AudioError(
@@ -57,6 +59,7 @@ class LhotseAudio:
 
     def load(self, sample_rate: int, min_samples: int) -> np.ndarray:
         """Returns wav: (N,) float32 mono at ``sample_rate``."""
+        check_audio_size(self.label, self.item.sampling_rate, self.item.num_samples)
         try:
             samples = self.item.load_audio()  # (channels, n) float32 at the item's rate
         except Exception as err:  # lhotse raises many types for missing or unreadable audio
@@ -76,9 +79,39 @@ def _require_lhotse(manifest: Path):
     return lhotse
 
 
-def manifest_inputs(path: str | os.PathLike) -> list[tuple[str, LhotseAudio]]:
-    """A CutSet or RecordingSet manifest -> (cut or recording id, its audio), in manifest order."""
+def _recordings(item) -> list:
+    """The lhotse Recordings a cut (a mixed cut's tracks too) or a recording reads."""
+    if hasattr(item, "sources"):  # a Recording
+        return [item]
+    found = [item.recording] if getattr(item, "recording", None) is not None else []
+    for track in getattr(item, "tracks", None) or ():
+        found += _recordings(track.cut)
+    return found
+
+
+def _check_item(where: str, item, allow_commands: bool) -> None:
+    """Refuse an item whose sources run or fetch something without the opt-in, or whose rate or
+    length is out of bounds; before anything is read."""
+    for recording in _recordings(item):
+        for source in recording.sources:
+            if source.type not in TRUSTED_LHOTSE_SOURCES and not allow_commands:
+                what = f"recording {recording.id!r} has an audio source of type {source.type!r}:"
+                raise refuse(where, what, str(source.source))
+    check_audio_size(f"{where} ({item.id})", item.sampling_rate, item.num_samples)
+
+
+def manifest_inputs(
+    path: str | os.PathLike, allow_commands: bool = False
+) -> list[tuple[str, LhotseAudio]]:
+    """A CutSet or RecordingSet manifest -> (cut or recording id, its audio), in manifest order.
+
+    Sources of a type other than ``file`` and ``memory`` (``command``, ``url`` incl. ``pipe:``
+    urls, ...) are refused unless ``allow_commands`` (see :mod:`cpcspeech.io.trust`); every
+    item's rate and length go through :func:`cpcspeech.io.audio.check_audio_size`. Both are
+    checked for every line before any audio is read.
+    """
     path = Path(path)
+    allow_commands = commands_allowed(allow_commands)
     lhotse = _require_lhotse(path)
     try:
         manifest = lhotse.load_manifest(path)
@@ -93,11 +126,12 @@ def manifest_inputs(path: str | os.PathLike) -> list[tuple[str, LhotseAudio]]:
             f"{type(manifest).__name__}"
         )
     items = []
-    for item in manifest:
+    for lineno, item in enumerate(manifest, start=1):  # one item per line of a .jsonl(.gz)
         if "/" in item.id or "\\" in item.id or item.id in (".", ".."):
             raise CPCSpeechError(f"{path}: id {item.id!r} must not contain a path separator")
         if isinstance(manifest, lhotse.CutSet) and not item.has_recording:
             raise CPCSpeechError(f"{path}: cut {item.id!r} expected to have audio, found none")
+        _check_item(f"{path}:{lineno}", item, allow_commands)
         items.append((item.id, LhotseAudio(str(path), item)))
     if not items:
         raise CPCSpeechError(f"{path}: expected at least one cut or recording, found none")

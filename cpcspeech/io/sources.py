@@ -26,6 +26,7 @@ from cpcspeech.io.audio import (
 )
 from cpcspeech.io.lhotse import is_manifest, manifest_inputs
 from cpcspeech.io.tables import read_kaldi_table, read_utt_list
+from cpcspeech.io.trust import commands_allowed, refuse
 
 
 class AudioReader(Protocol):
@@ -142,11 +143,15 @@ def _check_id(where: str, kind: str, name: str) -> None:
         raise CorpusError(f"{where}: {kind} {name!r} must not contain a path separator")
 
 
-def read_wav_scp(scp: Path) -> list[AudioSource]:
+def read_wav_scp(scp: Path, allow_commands: bool = False) -> list[AudioSource]:
     """A Kaldi ``wav.scp``: ``UTT_ID PATH`` (relative paths from its folder) or ``UTT_ID COMMAND |``
     (a shell command writing audio to stdout, :class:`cpcspeech.io.kaldi.CommandAudio`), in order.
+
+    A command line is refused (UntrustedInputError naming the line) unless ``allow_commands``
+    or ``$CPCSPEECH_ALLOW_COMMANDS`` opts in (:mod:`cpcspeech.io.trust`); nothing runs here.
     """
     scp = Path(os.path.abspath(scp))
+    allow_commands = commands_allowed(allow_commands)
     if not scp.is_file():
         raise CorpusError(f"expected a wav.scp at {scp}, found no such file")
     items: list[AudioSource] = []
@@ -165,6 +170,8 @@ def read_wav_scp(scp: Path) -> list[AudioSource]:
                 f"{scp}:{lineno}: duplicate utterance id {utt!r}, already used on line {seen[utt]}"
             )
         seen[utt] = lineno
+        if target.endswith("|") and not allow_commands:
+            raise refuse(f"{scp}:{lineno}", "a shell command", target)
         if target.endswith("|"):
             items.append(AudioSource(utt, scp, audio=kaldi.CommandAudio(target)))
         else:
@@ -172,17 +179,20 @@ def read_wav_scp(scp: Path) -> list[AudioSource]:
     return items
 
 
-def read_data_dir(directory: Path, speakers: bool = False) -> list[AudioSource]:
+def read_data_dir(
+    directory: Path, speakers: bool = False, allow_commands: bool = False
+) -> list[AudioSource]:
     """A Kaldi data directory: its wav.scp, cut by its ``segments`` file when there is one.
 
     With ``speakers``, ``utt2spk`` is required and gives every utterance (or segment) its speaker.
     Extract reads each segment once, in order, so a recording is decoded once for all its
     segments; a corpus (``speakers``) is read in any order, so its recordings are not kept.
+    wav.scp commands need ``allow_commands`` (see :func:`read_wav_scp`).
     """
     directory = Path(os.path.abspath(directory))
     if speakers and not (directory / "utt2spk").is_file():
         raise CorpusError(f"{directory} has wav.scp but no utt2spk; both are needed for speakers")
-    items = read_wav_scp(directory / "wav.scp")
+    items = read_wav_scp(directory / "wav.scp", allow_commands)
     if (directory / "segments").is_file():
         by_id = {
             item.utt_id: kaldi.Recording(
@@ -253,33 +263,33 @@ def scan_folder(directory: Path, speakers: bool = False) -> list[AudioSource]:
     ]
 
 
-def read_manifest(manifest: Path) -> list[AudioSource]:
+def read_manifest(manifest: Path, allow_commands: bool = False) -> list[AudioSource]:
     """A lhotse CutSet or RecordingSet: one source per cut or recording, keyed by its id; a cut's
-    speaker is its first supervision's."""
+    speaker is its first supervision's. Sources other than files and memory (commands, urls)
+    need ``allow_commands`` (:func:`cpcspeech.io.lhotse.manifest_inputs`)."""
     path = Path(os.path.abspath(manifest))
-    return [
-        AudioSource(key, path, audio.speaker, audio=audio) for key, audio in manifest_inputs(path)
-    ]
+    found = manifest_inputs(path, allow_commands)
+    return [AudioSource(key, path, audio.speaker, audio=audio) for key, audio in found]
 
 
 # ----- discovery -----
 
 
-def _discover(path: Path, speakers: bool) -> list[AudioSource]:
+def _discover(path: Path, speakers: bool, allow_commands: bool) -> list[AudioSource]:
     """The sources behind one path a user gave."""
     if path.is_dir() and (path / "wav.scp").is_file():
-        return read_data_dir(path, speakers)
+        return read_data_dir(path, speakers, allow_commands)
     if path.is_dir():
         return scan_folder(path, speakers)
     if path.is_file() and is_manifest(path):
-        return read_manifest(path)
+        return read_manifest(path, allow_commands)
     if speakers:
         raise CorpusError(
             f"expected a corpus directory (or a lhotse CutSet manifest), found no directory at "
             f"{path}"
         )
     if path.is_file() and (path.name == "wav.scp" or path.suffix.lower() == ".scp"):
-        return read_wav_scp(path)
+        return read_wav_scp(path, allow_commands)
     if path.is_file() or path.suffix.lower() in AUDIO_EXTENSIONS:
         # A missing audio file is reported when read, with the usual AudioError.
         return [AudioSource(_strip_audio_suffix(path.name), Path(os.path.abspath(path)))]
@@ -293,13 +303,15 @@ def find_sources(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     utt_list: str | os.PathLike | None = None,
     speakers: bool = False,
+    allow_commands: bool = False,
 ) -> list[AudioSource]:
     """Find the audio behind what a user passes: the one discovery rule of every command.
 
     Each input may be an audio file, a folder (searched recursively), a Kaldi ``wav.scp``, a
     Kaldi data directory (``wav.scp``, cut by ``segments`` if present; ``utt2spk``), a lhotse
     CutSet or RecordingSet manifest (``.jsonl.gz``, ``.jsonl``). wav.scp lines ending in ``|``
-    are shell commands.
+    are shell commands; they, and lhotse sources that run or fetch something (``command``,
+    ``url``), are refused here, before anything runs, unless the caller opts in.
 
     Args:
         inputs: one path or several.
@@ -311,12 +323,16 @@ def find_sources(
             cut's supervision); files are named by their stem; ids are unique and, without
             ``utt_list``, sorted. Without: inputs in the order given, folders sorted by relative
             path, wav.scp order kept, and one audio file may appear only once.
+        allow_commands: run wav.scp commands and read lhotse ``command`` / ``url`` sources
+            (also ``$CPCSPEECH_ALLOW_COMMANDS=1``; the CLI's ``--allow-commands``). Without it,
+            UntrustedInputError names the first such line.
 
     Returns:
         the sources, each with an absolute ``path``.
     """
     specs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    items = [item for spec in specs for item in _discover(Path(spec), speakers)]
+    allow = commands_allowed(allow_commands)
+    items = [item for spec in specs for item in _discover(Path(spec), speakers, allow)]
     if not items:
         raise CorpusError("expected at least one audio input, found none")
     if speakers:

@@ -19,6 +19,7 @@ from cpcspeech.errors import ModelLoadError
 from cpcspeech.model.serialization import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_model_size,
     load_state_strict,
     read_checked_weights,
     read_model_config,
@@ -199,6 +200,8 @@ class CPCModel(nn.Module):
         super().__init__()
         self.config = config if config is not None else ModelConfig()
         cfg = self.config
+        if torch.empty(0).device.type != "meta":  # a real build: count it on meta first
+            check_model_size(CPCModel, cfg)
         self.encoder = Encoder(cfg)
         rnn = _RNNS[cfg.context_type]
         self.context = rnn(

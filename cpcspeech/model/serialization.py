@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
-from cpcspeech.errors import ModelLoadError
+from cpcspeech.errors import ConfigError, ModelLoadError
 from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
 from cpcspeech.runtime import one_line
 
@@ -189,6 +189,34 @@ def expected_shapes(cls: type, config: ModelConfig) -> dict[str, tuple[int, ...]
     with torch.device("meta"):
         model = cls(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+MAX_PARAMETERS = 250_000_000
+"""The most parameters (and buffers) a CPCModel may hold: 1 GB in float32, about 30x the largest
+CPC_audio / Libri-light model. RANGES bound each size on its own; this bounds their product, so a
+config asking for 32 layers of 4096 (17 GB) fails in milliseconds, before anything is allocated."""
+
+
+def count_parameters(cls: type, config: ModelConfig) -> int:
+    """How many values ``cls(config)``'s state dict holds, counted on the ``meta`` device."""
+    with torch.device("meta"):
+        model = cls(config)
+    return sum(value.numel() for value in model.state_dict().values())
+
+
+def check_model_size(cls: type, config: ModelConfig) -> None:
+    """ConfigError unless ``cls(config)`` holds at most :data:`MAX_PARAMETERS` values.
+
+    Built on the ``meta`` device first, so the check itself allocates nothing.
+    """
+    count = count_parameters(cls, config)
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model: expected at most {MAX_PARAMETERS:,} parameters, found a config asking for "
+            f"{count:,} ({4 * count / 1e9:.1f} GB in float32): encoder_channels "
+            f"{config.encoder_channels}, context_dim {config.context_dim}, context_layers "
+            f"{config.context_layers}"
+        )
 
 
 def check_header_matches(

@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = (
     "train.tensorboard",
     "train.keep_last",
     "data.num_workers",
+    "data.allow_commands",  # trusting the data's commands does not change the data
     "train.budget_seconds",
 )
 

@@ -417,11 +417,11 @@ def load_split(
     lists = [utt_lists] if isinstance(utt_lists, str) else list(utt_lists)
     lists = [x for x in lists if x]
     if not lists:
-        utterances = find_utterances(config.root, None)
+        utterances = find_utterances(config.root, None, config.allow_commands)
     else:
         utterances, seen = [], {}
         for utt_list in lists:
-            for utt in find_utterances(config.root, utt_list):
+            for utt in find_utterances(config.root, utt_list, config.allow_commands):
                 if utt.utt_id in seen:
                     raise CorpusError(
                         f"utterance {utt.utt_id!r} is listed twice: in {seen[utt.utt_id]} and "

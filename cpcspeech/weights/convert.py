@@ -18,8 +18,9 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import file_sha256, replace_folder, temp_dir
+from cpcspeech.files import check_output_apart, file_sha256, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
+from cpcspeech.model.serialization import check_model_size, expected_shapes
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
 ARGS_NAME = "checkpoint_args.json"
@@ -44,6 +45,7 @@ NORM_MODES = {
     "instanceNorm": "instance",
 }
 AR_MODES = {"GRU": "gru", "LSTM": "lstm", "RNN": "rnn"}
+SIZE_SETTINGS = ("hiddenEncoder", "hiddenGar", "nLevelsGRU")  # -> encoder_channels, context_*
 
 # Entries of a run checkpoint that are not the feature model: the InfoNCE criterion (with the
 # W_k predictor), the optimizer state and the best epoch's copy of the model. Ignored on purpose.
@@ -247,16 +249,20 @@ def model_config_from_cpc_audio(args: dict[str, Any]) -> ModelConfig:
             f"CPC_audio load: expected at most one checkpoint, found {len(load)} (a concatenation "
             "of models), which cpcspeech cannot express"
         )
-    for key in ("hiddenEncoder", "hiddenGar", "nLevelsGRU"):
+    for key in SIZE_SETTINGS:
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
             raise ConfigError(f"CPC_audio {key}: expected an integer >= 1, found {values[key]!r}")
-    return ModelConfig(
-        encoder_channels=values["hiddenEncoder"],
-        norm=NORM_MODES[values["normMode"]],
-        context_type=AR_MODES[values["arMode"]],
-        context_dim=values["hiddenGar"],
-        context_layers=values["nLevelsGRU"],
-    )
+    try:  # ModelConfig checks config.RANGES, exactly as for a config.json or a YAML file
+        return ModelConfig(
+            encoder_channels=values["hiddenEncoder"],
+            norm=NORM_MODES[values["normMode"]],
+            context_type=AR_MODES[values["arMode"]],
+            context_dim=values["hiddenGar"],
+            context_layers=values["nLevelsGRU"],
+        )
+    except ConfigError as err:
+        sizes = ", ".join(f"{key}={values[key]!r}" for key in SIZE_SETTINGS)
+        raise ConfigError(f"CPC_audio settings {sizes}: {err}") from None
 
 
 def target_name(source_name: str) -> str | None:
@@ -274,13 +280,16 @@ def target_name(source_name: str) -> str | None:
     return None
 
 
-def map_weights(weights: dict[str, Tensor], model: CPCModel, source: str) -> dict[str, Tensor]:
-    """Rename every source tensor onto ``model``'s state dict, strictly.
+def map_weights(
+    weights: dict[str, Tensor], expected: dict[str, tuple[int, ...]], source: str
+) -> dict[str, Tensor]:
+    """Rename every source tensor onto the model's tensor names, strictly.
 
-    Every source tensor is used exactly once and every target filled with the same shape;
-    otherwise ModelLoadError lists the leftover names on each side.
+    ``expected`` is each model tensor's shape (from the ``meta`` device, see
+    :func:`cpcspeech.model.serialization.expected_shapes`). Every source tensor is used exactly
+    once and every target filled with the same shape; otherwise ModelLoadError lists the
+    leftover names on each side.
     """
-    expected = model.state_dict()
     mapped: dict[str, Tensor] = {}
     unknown = []
     for name, value in weights.items():
@@ -295,10 +304,10 @@ def map_weights(weights: dict[str, Tensor], model: CPCModel, source: str) -> dic
             f"{source}: tensors do not match the model its config describes; unused source "
             f"tensors {sorted(unknown)}, unfilled model tensors {missing}"
         )
-    for key, value in expected.items():
-        if tuple(mapped[key].shape) != tuple(value.shape):
+    for key, shape in expected.items():
+        if tuple(mapped[key].shape) != tuple(shape):
             raise ModelLoadError(
-                f"{source}: tensor {key} expected shape {tuple(value.shape)}, found "
+                f"{source}: tensor {key} expected shape {tuple(shape)}, found "
                 f"{tuple(mapped[key].shape)}"
             )
     return mapped
@@ -307,10 +316,20 @@ def map_weights(weights: dict[str, Tensor], model: CPCModel, source: str) -> dic
 def convert_checkpoint(
     source: str | os.PathLike, checkpoint: str | None = None
 ) -> tuple[CPCModel, CPCAudioCheckpoint]:
-    """Convert in memory: a release file or run folder -> (CPCModel in eval mode, what was read)."""
+    """Convert in memory: a release file or run folder -> (CPCModel in eval mode, what was read).
+
+    The settings go through the ModelConfig ranges and the model's size cap, and the tensors are
+    matched against the model built on the ``meta`` device, all before the model is allocated:
+    a small file asking for a huge model fails in milliseconds, as a config.json does.
+    """
     ckpt = read_cpc_audio(source, checkpoint)
-    model = CPCModel(model_config_from_cpc_audio(ckpt.config))
-    state = map_weights(ckpt.weights, model, str(ckpt.path))
+    try:
+        config = model_config_from_cpc_audio(ckpt.config)
+        check_model_size(CPCModel, config)
+    except ConfigError as err:
+        raise ModelLoadError(f"{ckpt.path}: {err}") from None
+    state = map_weights(ckpt.weights, expected_shapes(CPCModel, config), str(ckpt.path))
+    model = CPCModel(config)
     model.load_state_dict(state, strict=True)
     return model.eval(), ckpt
 
@@ -324,11 +343,14 @@ def convert(
     """Write ``out_dir`` = config.json + model.safetensors + README.md from a CPC_audio checkpoint.
 
     The folder is assembled in a temporary sibling and renamed into place, so an interrupted run
-    leaves no half-written model directory.
+    leaves no half-written model directory. ``overwrite`` replaces an existing ``out_dir``, but
+    never one that is, holds or lies inside ``source`` (:func:`cpcspeech.files.check_output_apart`).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
+    if os.path.lexists(out_dir) and not overwrite:
         raise ModelLoadError(f"convert: {out_dir} already exists; choose a new folder or overwrite")
+    if os.path.lexists(out_dir):
+        check_output_apart(out_dir, [source], "convert")
     model, ckpt = convert_checkpoint(source, checkpoint)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")

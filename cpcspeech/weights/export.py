@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
-from cpcspeech.files import check_writable_folder, replace_folder, temp_dir
+from cpcspeech.files import check_output_apart, check_writable_folder, replace_folder, temp_dir
 from cpcspeech.model import CONFIG_NAME, WEIGHTS_NAME, CPCModel, read_model_config
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 from cpcspeech.weights.resolve import (
@@ -57,10 +57,10 @@ def export_model(
         )
     CPCModel.from_directory(source.directory)  # strict: refuse to export weights that do not load
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
+    if os.path.lexists(out_dir) and not overwrite:
         raise CPCSpeechError(f"export: {out_dir} already exists; choose a new folder or overwrite")
-    if out_dir.resolve() == source.directory.resolve():
-        raise CPCSpeechError(f"export: the output {out_dir} is the checkpoint itself")
+    if os.path.lexists(out_dir):  # never replace (delete) the checkpoint or a folder holding it
+        check_output_apart(out_dir, [checkpoint, source.directory], "export")
     check_writable_folder(out_dir.parent, f"export: {out_dir}")
     tmp = temp_dir(out_dir.parent, prefix=f".tmp-{out_dir.name}-")
     try:

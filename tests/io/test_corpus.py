@@ -97,7 +97,7 @@ def test_piped_wav_scp_entries_are_utterances_too(tmp_path):
     sf.write(tmp_path / "a.wav", wav, 16000, subtype="FLOAT")
     (tmp_path / "wav.scp").write_text(f"u1 cat {tmp_path / 'a.wav'} |\n")
     (tmp_path / "utt2spk").write_text("u1 s\n")
-    [utt] = find_utterances(tmp_path)
+    [utt] = find_utterances(tmp_path, allow_commands=True)
     assert utt.kind == "command" and utt.label == f"cat {tmp_path / 'a.wav'} |"
     assert utt.info().num_samples == 0  # unknown until the command runs
     assert utt.measure().num_samples == 4000

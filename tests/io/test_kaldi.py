@@ -30,7 +30,7 @@ class Result:
 
 
 def invoke(*args: str) -> Result:
-    args = ["extract", *args, "--model", "random", "--quiet"]
+    args = ["extract", *args, "--model", "random", "--quiet", "--allow-commands"]
     return Result(runner.invoke(app, args, env={"COLUMNS": "200"}))
 
 
