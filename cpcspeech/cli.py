@@ -2,19 +2,22 @@
 
 This is the only module that imports typer. It holds no logic of its own. The project's errors
 (CPCSpeechError) are caught once, by the command group every command runs in: one line on
-stderr, exit status 2, no traceback.
+stderr, exit status 2, no traceback. Any other exception is a bug: one line saying so, exit
+status 70, the traceback only with CPCSPEECH_DEBUG=1.
 """
 
+import os
 import signal
 import sys
 from typing import Annotated, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from cpcspeech.errors import ConfigError, CPCSpeechError
+from cpcspeech.errors import ConfigError, CPCSpeechError, internal_error
 
 console = Console(stderr=True)
 
@@ -36,6 +39,12 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
         except CPCSpeechError as err:
             report_error(err)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:  # anything else is a bug: one line, the traceback on request
+            if os.environ.get("CPCSPEECH_DEBUG", "") not in ("", "0"):
+                raise
+            report_error(internal_error(err), code=70)  # 70: EX_SOFTWARE
 
 
 app = typer.Typer(
@@ -63,11 +72,9 @@ def _root() -> None:
 # Commands are added below, one block per command, each a thin wrapper over the library.
 
 
-EXTRACT_INPUTS_HELP = (
-    "Audio files, directories (searched recursively), Kaldi wav.scp files or Kaldi data "
-    "directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run "
-    "as shell commands."
-)
+EXTRACT_INPUTS_HELP = "Audio files, directories (searched recursively), Kaldi wav.scp files or \
+Kaldi data directories (wav.scp, cut by segments if present). wav.scp lines ending in '|' are run \
+as shell commands."
 EXTRACT_OUT_HELP = (
     "OUT.npy: one (total_frames, D) float32 array + OUT.index.tsv (path, first_row, "
     "num_frames, seconds, status, id). A directory (existing or ending in '/'): one "
@@ -75,14 +82,10 @@ EXTRACT_OUT_HELP = (
     "ark,scp:FEATS.ark,FEATS.scp: Kaldi float matrices keyed by utterance id (needs "
     "cpcspeech[kaldi])."
 )
-EXTRACT_MODEL_HELP = (
-    "Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
-    "CPC_audio .pt or run folder, or 'random'."
-)
-EXTRACT_LAYER_HELP = (
-    "c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
-    "of one recurrent layer of a multi-layer context."
-)
+EXTRACT_MODEL_HELP = "Model directory, 'default', a Hub id, a published name (cpcspeech \
+models), a CPC_audio .pt or run folder, or 'random'."
+EXTRACT_LAYER_HELP = "c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: \
+the output of one recurrent layer of a multi-layer context."
 EXTRACT_PRECISION_HELP = (
     "fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
     "~5e-4 on c, see README)."
@@ -561,7 +564,6 @@ def units_fit(
     options = UnitsOptions(
         k, layer, standardize, method, max_frames, seed, device, progress=_progress(quiet)
     )
-    # fit on --list (else train_split.txt, else everything); with labels, score on test_split.txt
     splits = ("train", "test") if labels else ("train",)
     evaluation = resolve_eval_data(
         data, labels, train_list=utt_list, test_list=test_list, splits=splits, required=("test",)

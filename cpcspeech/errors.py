@@ -31,3 +31,16 @@ class AlignmentError(CPCSpeechError, ValueError):
 
 class CorpusError(CPCSpeechError):
     """A corpus folder, utterance list or Kaldi data file is missing or malformed."""
+
+
+def internal_error(err: BaseException) -> CPCSpeechError:
+    """An unexpected exception (a bug, not bad input) as one line for the CLI's error boundary;
+    ``CPCSPEECH_DEBUG=1`` shows the traceback instead. An OSError is named as such."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    if isinstance(err, OSError):  # the system's refusal (disk full, a closed pipe), not a bug
+        return CPCSpeechError(f"{type(err).__name__}: {text}")
+    return CPCSpeechError(
+        f"internal error (a bug, please report it; CPCSPEECH_DEBUG=1 shows the traceback): "
+        f"{type(err).__name__}: {text}"
+    )

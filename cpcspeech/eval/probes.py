@@ -4,7 +4,6 @@ The supervised baseline is in :mod:`cpcspeech.eval.supervised`, the table in
 :mod:`cpcspeech.eval.table`.
 """
 
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from cpcspeech.eval.features import (
     load_feature_source,
     method_name,
 )
-from cpcspeech.files import check_writable_folder, write_text_atomic
+from cpcspeech.files import check_writable_folder, write_json_atomic
 from cpcspeech.runtime import resolve_device
 
 TASKS = ("phone", "speaker")
@@ -367,7 +366,7 @@ def write_result(result: ProbeResult, path: Path) -> None:
     """One result as JSON (atomically); its path is recorded in ``details["output"]``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     result.details["output"] = str(path)
-    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, result.to_dict())
 
 
 def check_task(task: str) -> None:

@@ -18,7 +18,7 @@ from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.abx import AbxOptions, ABXResult, abx_items, score_source
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import write_json_atomic, write_text_atomic
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.io.sources import find_sources
 from cpcspeech.runtime import progress_bar, resolve_device
@@ -109,7 +109,7 @@ def save_codebook(codebook: Codebook, path: str | os.PathLike) -> Path:
     tmp = weights.with_name(f".{weights.name}.tmp")
     save_file({"centroids": codebook.centroids.contiguous()}, str(tmp), metadata=header)
     os.replace(tmp, weights)
-    write_text_atomic(meta, json.dumps(codebook.metadata(), indent=2) + "\n")
+    write_json_atomic(meta, codebook.metadata())
     return weights
 
 
@@ -337,9 +337,7 @@ def fit_units(
     )
     if data.alignment is not None:
         result.quality = units_quality(codebook, source, data, progress=options.progress)
-        write_text_atomic(
-            path.with_suffix(".quality.json"), json.dumps(result.quality, indent=2) + "\n"
-        )
+        write_json_atomic(path.with_suffix(".quality.json"), result.quality)
     return result
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
+from cpcspeech.files import temp_sibling, umask_mode, write_json_atomic
 from cpcspeech.runtime import one_line
 
 CONFIG_NAME = "config.json"
@@ -46,7 +46,7 @@ def save_model_dir(model: nn.Module, config: ModelConfig, directory: str | os.Pa
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, umask_mode())  # safetensors creates its files with mode 0600
     os.replace(tmp, directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(directory / CONFIG_NAME, meta)
     return directory
 
 
