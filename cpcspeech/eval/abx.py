@@ -229,6 +229,8 @@ class ABXResult:
         unscored = [mode for mode in MODES if finite_or_none(getattr(self, mode)) is None]
         if unscored:
             text += f"; warning: no scorable {' or '.join(unscored)} cell (n/a in the table)"
+        for warning in self.details.get("warnings", []):
+            text += f"; warning: {warning}"
         return text
 
     def check_scored(self) -> None:
@@ -324,6 +326,7 @@ def score_source(
             "max_x_speakers": options.max_x_speakers,
             "seed": options.seed,
             "features": f"{source.dim}-d",
+            "warnings": items.warnings(),
         },
     )
 

@@ -18,7 +18,7 @@ from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.abx import AbxOptions, ABXResult, abx_items, score_source
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source
-from cpcspeech.files import write_json_atomic, write_text_atomic
+from cpcspeech.files import read_json, write_json_atomic, write_text_atomic
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.io.sources import find_sources
 from cpcspeech.runtime import progress_bar, resolve_device
@@ -120,7 +120,7 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
         raise CPCSpeechError(f"{weights}: expected a units codebook (.safetensors), found none")
     if not meta_path.is_file():
         raise CPCSpeechError(f"{meta_path}: expected the codebook's JSON metadata, found none")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json(meta_path, CPCSpeechError)
     if meta.get("format") != CODEBOOK_FORMAT or meta.get("format_version") != CODEBOOK_VERSION:
         raise CPCSpeechError(
             f"{meta_path}: expected format {CODEBOOK_FORMAT!r} version {CODEBOOK_VERSION}, found "

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import temp_sibling, umask_mode, write_json_atomic
+from cpcspeech.files import read_json, temp_sibling, umask_mode, write_json_atomic
 from cpcspeech.runtime import one_line
 
 CONFIG_NAME = "config.json"
@@ -77,10 +77,7 @@ def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise ModelLoadError(f"{directory}: expected a cpcspeech {CONFIG_NAME}, found none")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+    meta = read_json(path, ModelLoadError)
     if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
         found = meta.get("model_type") if isinstance(meta, dict) else type(meta).__name__
         raise ModelLoadError(

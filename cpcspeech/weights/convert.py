@@ -18,7 +18,7 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import file_sha256, replace_folder, temp_dir
+from cpcspeech.files import file_sha256, read_json, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
@@ -156,10 +156,7 @@ def read_cpc_audio(source: str | os.PathLike, checkpoint: str | None = None) -> 
         if not args_path.is_file():
             raise ModelLoadError(f"{source}: expected a CPC_audio run folder with {ARGS_NAME}")
         path = pick_run_checkpoint(source, checkpoint)
-        try:
-            config = json.loads(args_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ModelLoadError(f"{args_path}: not valid JSON ({err})") from err
+        config = read_json(args_path, ModelLoadError)
     elif source.is_file():
         if checkpoint is not None:
             raise ModelLoadError(f"{source}: a checkpoint name applies only to a run folder")

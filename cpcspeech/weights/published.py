@@ -17,7 +17,7 @@ from filelock import FileLock
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import file_sha256, write_text_atomic
+from cpcspeech.files import file_sha256, read_text, write_text_atomic
 from cpcspeech.runtime import progress_bar
 from cpcspeech.weights.convert import convert
 
@@ -152,7 +152,7 @@ def _fetch_and_convert(
 
 def _read_sha(directory: Path) -> str:
     path = directory / "source.sha256"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else "unknown"
+    return read_text(path, ModelLoadError).strip() if path.is_file() else "unknown"
 
 
 def verify(path: Path, entry: PublishedCheckpoint) -> str:
