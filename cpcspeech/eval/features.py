@@ -2,7 +2,6 @@
 ``.npy`` files) turned into per-utterance, per-frame features; shared by probe, abx and units.
 """
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from cpcspeech.io.alignments import Alignment, match_frames
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.model import random_model
 from cpcspeech.model.cpc import CPCModel
+from cpcspeech.model.serialization import parameters_sha256
 from cpcspeech.runtime import progress_bar
 from cpcspeech.weights.resolve import load_model, weights_sha256
 
@@ -68,15 +68,6 @@ def cpc_source(model: CPCModel, name: str, layer: str = "c", identity: str = "")
         identity=identity or parameters_sha256(model),
         layer=layer,
     )
-
-
-def parameters_sha256(model: torch.nn.Module) -> str:
-    """Hex sha256 of a model's parameters and buffers (name, then float32 bytes, in order)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def npy_folder_source(folder: str | Path) -> FeatureSource:

@@ -6,6 +6,7 @@ allocated, and NaN/inf weights are refused. No pickle anywhere.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -224,3 +225,13 @@ def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -
         source,
     )
     model.load_state_dict(state, strict=True)
+
+
+def parameters_sha256(model: torch.nn.Module) -> str:
+    """Hex sha256 of a model's parameters and buffers (name, then float32 bytes, in order): the
+    weights' identity whatever file they came from (shard indexes, codebooks of random models)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
