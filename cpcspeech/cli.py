@@ -23,9 +23,10 @@ console = Console(stderr=True)
 
 
 def report_error(err: CPCSpeechError, code: int = 2) -> NoReturn:
-    """Print a user-facing error without a traceback and exit non-zero."""
-    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
-    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    """Print a user-facing error on one line (soft_wrap: whatever the terminal width; a library's
+    multi-line message joined), without a traceback, and exit non-zero."""
+    text = " ".join(str(err).split())
+    console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

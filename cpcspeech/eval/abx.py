@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.dtw import check_distance, pair_distances
@@ -260,6 +261,8 @@ class AbxOptions:
 
     def __post_init__(self) -> None:
         check_distance(self.distance)
+        check_options(max_per_group=self.max_per_group, max_x_speakers=self.max_x_speakers,
+                      seed=self.seed)  # fmt: skip
 
 
 def abx_items(

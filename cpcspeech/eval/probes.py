@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import (
@@ -72,6 +73,7 @@ class ProbeOptions:
             )
         if self.epochs < 1:
             raise CPCSpeechError(f"--epochs: expected >= 1, found {self.epochs}")
+        check_options(hidden=self.hidden, epochs=self.epochs, seed=self.seed)
         # frozen: the checked device replaces the name ("auto" -> cuda:LOCAL_RANK or cpu)
         object.__setattr__(self, "device", resolve_device(str(self.device), "--device"))
 

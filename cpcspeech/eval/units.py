@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.abx import AbxOptions, ABXResult, abx_items, score_source
 from cpcspeech.eval.data import EvalData
@@ -321,6 +322,7 @@ class UnitsOptions:
             )
         if self.k < 2:
             raise CPCSpeechError(f"--k: expected >= 2 units, found {self.k}")
+        check_options(k=self.k, max_frames=self.max_frames, seed=self.seed)
         if self.max_frames < self.k:
             raise CPCSpeechError(
                 f"--max-frames: expected at least K = {self.k} frames, found {self.max_frames}"

@@ -20,6 +20,7 @@ from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
 from cpcspeech.files import file_sha256, read_json, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
+from cpcspeech.model.serialization import check_finite
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
 ARGS_NAME = "checkpoint_args.json"
@@ -308,6 +309,7 @@ def convert_checkpoint(
     ckpt = read_cpc_audio(source, checkpoint)
     model = CPCModel(model_config_from_cpc_audio(ckpt.config))
     state = map_weights(ckpt.weights, model, str(ckpt.path))
+    check_finite(state, str(ckpt.path))  # the loader's rule, before anything is written
     model.load_state_dict(state, strict=True)
     return model.eval(), ckpt
 
