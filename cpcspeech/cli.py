@@ -11,7 +11,6 @@ import signal
 import sys
 from typing import Annotated, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -31,17 +30,18 @@ def report_error(err: CPCSpeechError, code: int = 2) -> NoReturn:
 
 
 class Commands(TyperGroup):
-    """The root command group. Every command (``units fit`` too) runs inside its ``invoke``, so
-    this is the one place the project's errors are caught, whether the CLI is entered through
-    the ``cpcspeech`` script, ``python -m cpcspeech`` or typer's CliRunner."""
+    """The root command group: every command (``units fit`` too) runs inside its ``invoke``, the
+    one place errors are caught (``cpcspeech``, ``python -m cpcspeech`` or CliRunner alike)."""
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except CPCSpeechError as err:
             report_error(err)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort):
             raise
+        except typer.TyperException as err:  # a bad option value or name: one line too
+            report_error(CPCSpeechError(f"{err.format_message()} (see --help)"))
         except Exception as err:  # anything else is a bug: one line, the traceback on request
             if os.environ.get("CPCSPEECH_DEBUG", "") not in ("", "0"):
                 raise
@@ -59,8 +59,7 @@ app = typer.Typer(
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
-    # SIGTERM (kill, timeout, a batch scheduler) unwinds like Ctrl-C, so the library's cleanup
-    # of temporary outputs runs and no half-written file is left looking complete.
+    # SIGTERM unwinds like Ctrl-C: the cleanup of temporary outputs runs, nothing half-written.
     raise SystemExit(128 + signum)
 
 

@@ -91,8 +91,8 @@ def read_json(path: str | os.PathLike, error: type[Exception]) -> object:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise error(
-            f"{path}: expected valid JSON, found {err.msg.lower()} at line {err.lineno} column "
-            f"{err.colno}"
+            f"{path}: expected valid JSON, found a syntax error at line {err.lineno} column "
+            f"{err.colno} ({err.msg})"
         ) from None
 
 

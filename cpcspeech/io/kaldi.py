@@ -226,7 +226,7 @@ def read_segments(
             ) from None
         if not (0 <= start < math.inf and (end == -1 or start < end < math.inf)):
             raise CPCSpeechError(
-                f"{where}: expected finite 0 <= START < END (or END = -1), found {start:g} {end:g}"
+                f"{where}: expected 0 <= START < END (or END = -1), finite, found {start:g} {end:g}"
             )
         if rec not in recordings:
             raise CPCSpeechError(
