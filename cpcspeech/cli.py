@@ -2,9 +2,11 @@
 
 This is the only module that imports typer. It holds no logic of its own. The project's errors
 (CPCSpeechError) are caught once, by the command group every command runs in: one line on
-stderr, exit status 2, no traceback.
+stderr, exit status 2, no traceback. Any other exception is a bug: one line saying so, exit
+status 70, the traceback only with CPCSPEECH_DEBUG=1.
 """
 
+import os
 import signal
 import sys
 from typing import Annotated, NoReturn
@@ -14,28 +16,36 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from cpcspeech.errors import ConfigError, CPCSpeechError
+from cpcspeech.errors import ConfigError, CPCSpeechError, internal_error
 
 console = Console(stderr=True)
 
 
 def report_error(err: CPCSpeechError, code: int = 2) -> NoReturn:
-    """Print a user-facing error without a traceback and exit non-zero."""
-    # soft_wrap: the message stays one line in logs and pipes, whatever the terminal width.
-    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    """Print a user-facing error on one line (soft_wrap: whatever the terminal width; a library's
+    multi-line message joined), without a traceback, and exit non-zero."""
+    text = " ".join(str(err).split())
+    console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 class Commands(TyperGroup):
-    """The root command group. Every command (``units fit`` too) runs inside its ``invoke``, so
-    this is the one place the project's errors are caught, whether the CLI is entered through
-    the ``cpcspeech`` script, ``python -m cpcspeech`` or typer's CliRunner."""
+    """The root command group: every command (``units fit`` too) runs inside its ``invoke``, the
+    one place errors are caught (``cpcspeech``, ``python -m cpcspeech`` or CliRunner alike)."""
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except CPCSpeechError as err:
             report_error(err)
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as err:  # a bad option value or name: one line too
+            report_error(CPCSpeechError(f"{err.format_message()} (see --help)"))
+        except Exception as err:  # anything else is a bug: one line, the traceback on request
+            if os.environ.get("CPCSPEECH_DEBUG", "") not in ("", "0"):
+                raise
+            report_error(internal_error(err), code=70)  # 70: EX_SOFTWARE
 
 
 app = typer.Typer(
@@ -49,8 +59,7 @@ app = typer.Typer(
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
-    # SIGTERM (kill, timeout, a batch scheduler) unwinds like Ctrl-C, so the library's cleanup
-    # of temporary outputs runs and no half-written file is left looking complete.
+    # SIGTERM unwinds like Ctrl-C: the cleanup of temporary outputs runs, nothing half-written.
     raise SystemExit(128 + signum)
 
 
@@ -75,14 +84,10 @@ EXTRACT_OUT_HELP = (
     "ark,scp:FEATS.ark,FEATS.scp: Kaldi float matrices keyed by utterance id (needs "
     "cpcspeech[kaldi])."
 )
-EXTRACT_MODEL_HELP = (
-    "Model directory, 'default', a Hub id, a published name (cpcspeech models), a "
-    "CPC_audio .pt or run folder, or 'random'."
-)
-EXTRACT_LAYER_HELP = (
-    "c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: the output "
-    "of one recurrent layer of a multi-layer context."
-)
+EXTRACT_MODEL_HELP = "Model directory, 'default', a Hub id, a published name (cpcspeech \
+models), a CPC_audio .pt or run folder, or 'random'."
+EXTRACT_LAYER_HELP = "c: context c_t (top layer, D=256); z: encoder z_t (512); c1, c2, ...: \
+the output of one recurrent layer of a multi-layer context."
 EXTRACT_PRECISION_HELP = (
     "fp32 (exact) or bf16 (about 2x faster on CPUs with bf16 matmul; relative error "
     "~5e-4 on c, see README)."
@@ -552,7 +557,6 @@ def units_fit(
     options = UnitsOptions(
         k, layer, standardize, method, max_frames, seed, device, progress=_progress(quiet)
     )
-    # fit on --list (else train_split.txt, else everything); with labels, score on test_split.txt
     splits = ("train", "test") if labels else ("train",)
     evaluation = resolve_eval_data(
         data, labels, train_list=utt_list, test_list=test_list, splits=splits, required=("test",),

@@ -373,6 +373,25 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 """The allowed values of every string field that names one of a few options, like RANGES."""
 
+OPTION_RANGES: dict[str, Range] = {
+    "--seed": _SEED, "--k": Range(2, 1 << 16), "--max-frames": _POSITIVE,
+    "--max-per-group": Range(1, 10**6), "--max-x-speakers": Range(1, 10**4),
+    "--hidden": Range(0, 1 << 16), "--epochs": Range(1, 10**5), "--speakers": _POSITIVE,
+    "--utts-per-speaker": _POSITIVE, "--perplexity": Range(0, 10**4, low_open=True),
+}  # fmt: skip
+"""The allowed range of the numeric options of the evaluation commands (their option
+dataclasses check them when built, so the library refuses what the CLI refuses)."""
+
+
+def check_options(**values: Any) -> None:
+    """ConfigError for the first value outside its :data:`OPTION_RANGES` range; keys are option
+    names with ``_`` for ``-`` (``max_per_group`` -> ``--max-per-group``), None is skipped."""
+    for key, value in values.items():
+        if value is not None:
+            name = "--" + key.replace("_", "-")
+            OPTION_RANGES[name].check(name, value)
+
+
 SECTION_NAMES = {
     "ModelConfig": "model",
     "LossConfig": "loss",

@@ -36,3 +36,16 @@ class CorpusError(CPCSpeechError):
 class UntrustedInputError(CPCSpeechError):
     """A data file would run a command or fetch a URL, and the user has not allowed it
     (``--allow-commands``, ``CPCSPEECH_ALLOW_COMMANDS=1``); raised before anything runs."""
+
+
+def internal_error(err: BaseException) -> CPCSpeechError:
+    """An unexpected exception (a bug, not bad input) as one line for the CLI's error boundary;
+    ``CPCSPEECH_DEBUG=1`` shows the traceback instead. An OSError is named as such."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    if isinstance(err, OSError):  # the system's refusal (disk full, a closed pipe), not a bug
+        return CPCSpeechError(f"{type(err).__name__}: {text}")
+    return CPCSpeechError(
+        f"internal error (a bug, please report it; CPCSPEECH_DEBUG=1 shows the traceback): "
+        f"{type(err).__name__}: {text}"
+    )

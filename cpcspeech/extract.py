@@ -32,6 +32,7 @@ from cpcspeech.io.sources import AudioSource, find_sources
 from cpcspeech.io.writers import FeatureWriter, parse_output
 from cpcspeech.model.batched import extract_batch, plan_batches
 from cpcspeech.model.cpc import CPCModel
+from cpcspeech.model.serialization import parameters_sha256
 from cpcspeech.runtime import progress_bar, resolve_device, trim_heap
 from cpcspeech.weights.resolve import load_model_for_cli  # noqa: F401 - old import path
 
@@ -222,8 +223,9 @@ def extract_features(
         progress: a rich progress bar (files, audio seconds, x real time) on stderr.
         chunk_seconds: audio per forward chunk; bounds memory, never changes the features.
         precision: "fp32" (exact) or "bf16" (encoder matmuls in bf16; see CPCModel.extract).
-        shard: only this shard's inputs (balanced by header durations); ``OUT.npy`` becomes
-            ``OUT.shard-I-of-N.npy`` and its index gains ``input_position``.
+        shard: only this shard's inputs (balanced by header durations, inputs of unknown length
+            by count); ``OUT.npy`` becomes ``OUT.shard-I-of-N.npy``, whose index records the run
+            (input count, model sha256, layer, dim) and gains ``input_position``.
         batch_seconds: padded audio per batch (:mod:`cpcspeech.model.batched`, same frames as
             one at a time); 0: one utterance at a time, the better choice on a CPU.
         allow_commands: run wav.scp commands and lhotse command / url sources (see
@@ -246,6 +248,8 @@ def extract_features(
     infos, results = _probe_all(items, model, skip_errors)  # headers only, before any compute
     positions: list[int | None] = [None] * len(items)
     if shard is not None:
+        writer.run = {"input_count": len(items), "model_sha256": parameters_sha256(model),
+                      "layer": layer}  # fmt: skip
         positions, items, infos, results = _select_shard(items, infos, results, shard)
     summary = ExtractSummary(
         writer.out, writer.index, layer, model.layer_dim(layer), str(torch_device)

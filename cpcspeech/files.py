@@ -5,6 +5,7 @@ the umask), not tempfile's private 0600 / 0700, so outputs on a shared machine s
 """
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -111,6 +112,48 @@ def read_text(path: str | os.PathLike, error: type[Exception], encoding: str = "
             f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} at offset "
             f"{err.start}"
         ) from None
+
+
+def read_json(path: str | os.PathLike, error: type[Exception]) -> object:
+    """A JSON input file's value; bytes that are not UTF-8 and text that is not JSON (a torn or
+    garbled file) raise ``error`` with one line naming the file and where it broke."""
+    text = read_text(path, error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(
+            f"{path}: expected valid JSON, found a syntax error at line {err.lineno} column "
+            f"{err.colno} ({err.msg})"
+        ) from None
+
+
+def json_text(value: object) -> str:
+    """Strict JSON (indented, one trailing newline). A non-finite float becomes ``null``: strict
+    parsers reject the bare ``NaN`` / ``Infinity`` that ``json.dumps`` writes by default (readers
+    of our outputs say what a null means, e.g. an ABX mode with no scorable cell)."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, value: object) -> None:
+    """Write ``value`` as strict JSON (:func:`json_text`) through :func:`write_text_atomic`."""
+    write_text_atomic(path, json_text(value))
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A number for strict JSON: NaN and +-inf become None (``null``)."""
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value
 
 
 def check_writable_folder(folder: str | os.PathLike, option: str = "--out") -> None:

@@ -4,7 +4,6 @@ phone pairs, over the DTW distances of :mod:`cpcspeech.eval.dtw` between the tok
 :mod:`cpcspeech.eval.items`.
 """
 
-import json
 import os
 import time
 from collections import defaultdict
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.dtw import check_distance, pair_distances
@@ -27,7 +27,7 @@ from cpcspeech.eval.items import (
     read_item_file,
     write_item_file,
 )
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import finite_or_none, write_json_atomic, write_text_atomic
 from cpcspeech.io.corpus import Utterance
 
 MODES = ("within", "across")
@@ -217,13 +217,32 @@ class ABXResult:
     details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Strict JSON: a mode with no scorable cell is ``null``, not NaN."""
+        out = asdict(self)
+        out.update(within=finite_or_none(self.within), across=finite_or_none(self.across))
+        return out
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.method}: {self.n_tokens} tokens of {self.n_utterances} utterances, "
             f"{self.seconds:.0f} s"
         )
+        unscored = [mode for mode in MODES if finite_or_none(getattr(self, mode)) is None]
+        if unscored:
+            text += f"; warning: no scorable {' or '.join(unscored)} cell (n/a in the table)"
+        for warning in self.details.get("warnings", []):
+            text += f"; warning: {warning}"
+        return text
+
+    def check_scored(self) -> None:
+        """Refuse a result with no scorable cell in either mode (it would be a table of nan)."""
+        if finite_or_none(self.within) is None and finite_or_none(self.across) is None:
+            raise CPCSpeechError(
+                f"ABX ({self.method}): expected at least one scorable cell (two phones in one "
+                f"context and speaker, one of them twice), found none in {self.n_tokens} tokens "
+                f"of {self.n_utterances} utterances ({self.details.get('skipped_items', 0)} "
+                "items skipped); give more or longer utterances"
+            )
 
 
 @dataclass(frozen=True)
@@ -242,6 +261,8 @@ class AbxOptions:
 
     def __post_init__(self) -> None:
         check_distance(self.distance)
+        check_options(max_per_group=self.max_per_group, max_x_speakers=self.max_x_speakers,
+                      seed=self.seed)  # fmt: skip
 
 
 def abx_items(
@@ -308,6 +329,7 @@ def score_source(
             "max_x_speakers": options.max_x_speakers,
             "seed": options.seed,
             "features": f"{source.dim}-d",
+            "warnings": items.warnings(),
         },
     )
 
@@ -335,6 +357,7 @@ def run_abx(
             spec, layer=options.layer, seed=options.seed, device=options.device
         )
         results.append(score_source(source, utterances, items, method_name(spec), options))
+        results[-1].check_scored()
     table = format_abx_table(results)
     if out_dir is not None:
         out = Path(out_dir)
@@ -348,13 +371,18 @@ def run_abx(
             "item_file": str(item_file) if item_file else str(out / "abx.item"),
             "results": [r.to_dict() for r in results],
         }
-        write_text_atomic(out / "abx.json", json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(out / "abx.json", payload)
     return results, table
+
+
+def _percent(error: float) -> str:
+    """An ABX error as a table cell: ``12.34``, or ``n/a`` when no cell was scorable."""
+    return "n/a" if finite_or_none(error) is None else f"{100 * error:.2f}"
 
 
 def format_abx_table(results: Sequence[ABXResult]) -> str:
     """Markdown: Method | ABX within | ABX across (error, %; lower is better)."""
     lines = ["| Method | ABX within (%) | ABX across (%) |", "|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.method} | {100 * r.within:.2f} | {100 * r.across:.2f} |")
+        lines.append(f"| {r.method} | {_percent(r.within)} | {_percent(r.across)} |")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,8 @@ from cpcspeech.io.alignments import Alignment, match_frames
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.model import random_model
 from cpcspeech.model.cpc import CPCModel
-from cpcspeech.runtime import progress_bar
+from cpcspeech.model.serialization import parameters_sha256
+from cpcspeech.runtime import one_line, progress_bar
 from cpcspeech.weights.resolve import load_model, weights_sha256
 
 # ----- feature sources -----
@@ -70,29 +71,25 @@ def cpc_source(model: CPCModel, name: str, layer: str = "c", identity: str = "")
     )
 
 
-def parameters_sha256(model: torch.nn.Module) -> str:
-    """Hex sha256 of a model's parameters and buffers (name, then float32 bytes, in order)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def npy_folder_source(folder: str | Path) -> FeatureSource:
     """Precomputed features: one (T, D) ``.npy`` per utterance, 10 ms per row (as written by
     ``cpcspeech extract INPUT --out DIR/``).
 
     An utterance is found as ``UTT_ID.npy`` or, failing that, as the stem of its audio file,
     anywhere under ``folder``; a stem that occurs twice is an error when it is looked up.
+
+    The source's identity is ``npy-sha256:`` and the sha256 of the folder's sorted relative
+    ``.npy`` paths and the feature dimension: a codebook fitted on the folder applies to it
+    again, and is refused for another folder (whose features may come from another model).
     """
     folder = Path(folder)
     by_stem: dict[str, list[Path]] = {}
-    for path in sorted(folder.rglob("*.npy")):
+    paths = sorted(folder.rglob("*.npy"))
+    for path in paths:
         by_stem.setdefault(path.stem, []).append(path)
     if not by_stem:
         raise CPCSpeechError(f"{folder}: expected .npy feature files, found none")
-    first = np.load(next(iter(by_stem.values()))[0], mmap_mode="r")
+    first = load_npy(paths[0], mmap_mode="r")
     if first.ndim != 2:
         raise CPCSpeechError(
             f"{folder}: expected (T, D) arrays in the .npy files, found shape {first.shape}"
@@ -107,7 +104,7 @@ def npy_folder_source(folder: str | Path) -> FeatureSource:
                     f"{folder}: expected one {stem}.npy, found {len(paths)}: {paths[:3]}"
                 )
             if paths:
-                feats = np.load(paths[0])
+                feats = load_npy(paths[0])
                 if feats.ndim != 2 or feats.shape[1] != dim:
                     raise CPCSpeechError(
                         f"{paths[0]}: expected shape (T, {dim}), found {feats.shape}"
@@ -118,9 +115,26 @@ def npy_folder_source(folder: str | Path) -> FeatureSource:
             "found none"
         )
 
+    digest = hashlib.sha256(f"dim={dim}\n".encode())
+    for path in paths:
+        digest.update(
+            path.relative_to(folder).as_posix().encode("utf-8", "surrogateescape") + b"\n"
+        )
     return FeatureSource(
-        name=f"npy:{folder.name}", dim=dim, extract=None, identity="npy", layer="", read=read
-    )
+        name=f"npy:{folder.name}", dim=dim, extract=None,
+        identity=f"npy-sha256:{digest.hexdigest()}", layer="npy", read=read,
+    )  # fmt: skip
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A feature ``.npy``; a file that is not one, or that holds Python objects (never
+    unpickled), is one CPCSpeechError naming it."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise CPCSpeechError(
+            f"{path}: expected a numeric .npy array, found an unreadable file ({one_line(err)})"
+        ) from None
 
 
 def load_feature_source(

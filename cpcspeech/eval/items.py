@@ -6,7 +6,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import read_text, write_text_atomic
 from cpcspeech.io.alignments import FRAME_SHIFT_SECONDS, Alignment
 from cpcspeech.runtime import progress_bar
 
@@ -41,9 +41,19 @@ class Items:
     prev: list[str]
     next: list[str]
     speakers: list[str]
+    reversed_rows: list[str] = field(default_factory=list)  # "path:line" of onset > offset rows
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def warnings(self) -> list[str]:
+        """What reading left out, for the user: rows whose onset is after their offset."""
+        if not self.reversed_rows:
+            return []
+        return [
+            f"{len(self.reversed_rows)} item(s) with onset > offset left out (first: "
+            f"{self.reversed_rows[0]})"
+        ]
 
     def rows(self) -> Iterable[tuple]:
         return zip(
@@ -54,29 +64,41 @@ class Items:
 
 def read_item_file(path: str | os.PathLike) -> Items:
     """Read a Libri-light / ZeroSpeech ``.item`` file (a header line, then
-    ``file onset offset phone prev-phone next-phone speaker`` per line)."""
+    ``file onset offset phone prev-phone next-phone speaker`` per line).
+
+    Times must be finite seconds >= 0; rows whose onset is after their offset are left out and
+    listed in ``Items.reversed_rows`` (reported by the ABX result), not dropped silently.
+    """
     path = Path(path)
     if not path.is_file():
         raise CPCSpeechError(f"{path}: expected an ABX .item file, found none")
     columns: list[list] = [[] for _ in range(7)]
-    lines = path.read_text(encoding="utf-8").splitlines()
+    reversed_rows = []
+    lines = read_text(path, CPCSpeechError).splitlines()
     for line_no, line in enumerate(lines[1:], 2):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 7 or not (_is_float(parts[1]) and _is_float(parts[2])):
+        if len(parts) != 7 or not (_is_time(parts[1]) and _is_time(parts[2])):
             raise CPCSpeechError(
-                f"{path}:{line_no}: expected 'file onset offset phone prev next speaker', "
-                f"found {line.strip()[:80]!r}"
+                f"{path}:{line_no}: expected 'file onset offset phone prev next speaker' with "
+                f"finite times >= 0, found {line.strip()[:80]!r}"
             )
+        if float(parts[1]) > float(parts[2]):
+            reversed_rows.append(f"{path}:{line_no}: {line.strip()[:60]!r}")
+            continue
         for column, value in zip(columns, parts, strict=True):
             column.append(value)
     if not columns[0]:
-        raise CPCSpeechError(f"{path}: expected ABX items after the header, found none")
+        raise CPCSpeechError(
+            f"{path}: expected ABX items after the header, found none"
+            + (f" ({len(reversed_rows)} with onset > offset)" if reversed_rows else "")
+        )
     files, onsets, offsets, phones, prev, nxt, speakers = columns
     return Items(
-        files, [float(x) for x in onsets], [float(x) for x in offsets], phones, prev, nxt, speakers
-    )
+        files, [float(x) for x in onsets], [float(x) for x in offsets], phones, prev, nxt,
+        speakers, reversed_rows,
+    )  # fmt: skip
 
 
 def write_item_file(items: Items, path: str | os.PathLike) -> None:
@@ -240,9 +262,9 @@ def _factorize(values: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return list(index), ids
 
 
-def _is_float(text: str) -> bool:
+def _is_time(text: str) -> bool:
+    """A finite number of seconds >= 0 (``inf``, ``nan`` and negative times are not)."""
     try:
-        float(text)
+        return 0 <= float(text) < math.inf
     except ValueError:
         return False
-    return True

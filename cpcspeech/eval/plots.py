@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.features import FeatureSource, load_feature_source
 from cpcspeech.files import check_writable_folder, read_text, temp_sibling
@@ -182,6 +183,7 @@ def speaker_tsne(
     from sklearn.manifold import TSNE
 
     _check_png_path(out_png)
+    check_options(speakers=max_speakers, utts_per_speaker=max_utts_per_speaker, seed=seed)
     if not utterances:
         raise CPCSpeechError("t-SNE: expected at least 2 utterances, found none")
     chosen = select_speakers(utterances, max_speakers, max_utts_per_speaker)

@@ -4,7 +4,6 @@ The supervised baseline is in :mod:`cpcspeech.eval.supervised`, the table in
 :mod:`cpcspeech.eval.table`.
 """
 
-import json
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import AlignmentError, CPCSpeechError
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import (
@@ -26,7 +26,7 @@ from cpcspeech.eval.features import (
     load_feature_source,
     method_name,
 )
-from cpcspeech.files import check_writable_folder, write_text_atomic
+from cpcspeech.files import check_writable_folder, write_json_atomic
 from cpcspeech.runtime import resolve_device
 
 TASKS = ("phone", "speaker")
@@ -73,6 +73,7 @@ class ProbeOptions:
             )
         if self.epochs < 1:
             raise CPCSpeechError(f"--epochs: expected >= 1, found {self.epochs}")
+        check_options(hidden=self.hidden, epochs=self.epochs, seed=self.seed)
         # frozen: the checked device replaces the name ("auto" -> cuda:LOCAL_RANK or cpu)
         object.__setattr__(self, "device", resolve_device(str(self.device), "--device"))
 
@@ -367,7 +368,7 @@ def write_result(result: ProbeResult, path: Path) -> None:
     """One result as JSON (atomically); its path is recorded in ``details["output"]``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     result.details["output"] = str(path)
-    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, result.to_dict())
 
 
 def check_task(task: str) -> None:

@@ -1,7 +1,6 @@
 """The CPC paper's Table 1: phone and speaker probe accuracy of a random-init CPC, MFCC features,
 a CPC model and the supervised baseline, as markdown and JSON."""
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from cpcspeech.eval.probes import (
     probe_source,
 )
 from cpcspeech.eval.supervised import SupervisedBudget, run_supervised
-from cpcspeech.files import check_writable_folder, write_text_atomic
+from cpcspeech.files import check_writable_folder, write_json_atomic, write_text_atomic
 
 
 def run_table(
@@ -68,7 +67,7 @@ def run_table(
         "n_test_utterances": len(data.test),
         "results": [r.to_dict() for r in results],
     }
-    write_text_atomic(out_dir / "table.json", json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out_dir / "table.json", summary)
     return results, table
 
 

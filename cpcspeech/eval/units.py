@@ -14,14 +14,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cpcspeech.config import check_options
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.abx import AbxOptions, ABXResult, abx_items, score_source
 from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import read_json, write_json_atomic, write_text_atomic
 from cpcspeech.io.corpus import Utterance
 from cpcspeech.io.sources import find_sources
-from cpcspeech.runtime import progress_bar, resolve_device
+from cpcspeech.runtime import one_line, progress_bar, resolve_device
 
 CODEBOOK_FORMAT = "cpcspeech-units"
 CODEBOOK_VERSION = 1
@@ -109,7 +110,7 @@ def save_codebook(codebook: Codebook, path: str | os.PathLike) -> Path:
     tmp = weights.with_name(f".{weights.name}.tmp")
     save_file({"centroids": codebook.centroids.contiguous()}, str(tmp), metadata=header)
     os.replace(tmp, weights)
-    write_text_atomic(meta, json.dumps(codebook.metadata(), indent=2) + "\n")
+    write_json_atomic(meta, codebook.metadata())
     return weights
 
 
@@ -120,13 +121,11 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
         raise CPCSpeechError(f"{weights}: expected a units codebook (.safetensors), found none")
     if not meta_path.is_file():
         raise CPCSpeechError(f"{meta_path}: expected the codebook's JSON metadata, found none")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != CODEBOOK_FORMAT or meta.get("format_version") != CODEBOOK_VERSION:
-        raise CPCSpeechError(
-            f"{meta_path}: expected format {CODEBOOK_FORMAT!r} version {CODEBOOK_VERSION}, found "
-            f"{meta.get('format')!r} version {meta.get('format_version')!r}"
-        )
-    tensors = load_file(str(weights))
+    meta = _check_codebook_meta(read_json(meta_path, CPCSpeechError), meta_path)
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise CPCSpeechError(f"{weights}: not a valid safetensors file ({one_line(err)})") from None
     if set(tensors) != {"centroids"}:
         raise CPCSpeechError(f"{weights}: expected one tensor 'centroids', found {sorted(tensors)}")
     centroids = tensors["centroids"].float()
@@ -135,12 +134,39 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
             f"{weights}: expected centroids of shape ({meta['k']}, {meta['dim']}) as the JSON "
             f"says, found {tuple(centroids.shape)}"
         )
+    bad = int((~torch.isfinite(centroids)).sum())
+    if bad:
+        raise CPCSpeechError(
+            f"{weights}: expected finite centroids, found {bad} NaN/inf value(s) of "
+            f"{centroids.numel()}"
+        )
     known = {"format", "format_version", "k", "dim", "model", "model_sha256", "layer"}
     details = {k: v for k, v in meta.items() if k not in known | {"standardize"}}
     return Codebook(
         centroids, meta["model"], meta["model_sha256"], meta["layer"], meta["standardize"],
         details,
     )  # fmt: skip
+
+
+_META_TYPES = {"k": int, "dim": int, "model": str, "model_sha256": str, "layer": str,
+               "standardize": bool}  # fmt: skip
+
+
+def _check_codebook_meta(meta: object, path: Path) -> dict:
+    """The codebook JSON: our format and version, and every field of the expected type."""
+    if not isinstance(meta, dict):
+        raise CPCSpeechError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != CODEBOOK_FORMAT or meta.get("format_version") != CODEBOOK_VERSION:
+        raise CPCSpeechError(
+            f"{path}: expected format {CODEBOOK_FORMAT!r} version {CODEBOOK_VERSION}, found "
+            f"{meta.get('format')!r} version {meta.get('format_version')!r}"
+        )
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 1)):
+            expected = "a positive int" if kind is int else kind.__name__
+            raise CPCSpeechError(f"{path}: expected {key!r} to be {expected}, found {value!r}")
+    return meta
 
 
 # ----- k-means -----
@@ -296,6 +322,7 @@ class UnitsOptions:
             )
         if self.k < 2:
             raise CPCSpeechError(f"--k: expected >= 2 units, found {self.k}")
+        check_options(k=self.k, max_frames=self.max_frames, seed=self.seed)
         if self.max_frames < self.k:
             raise CPCSpeechError(
                 f"--max-frames: expected at least K = {self.k} frames, found {self.max_frames}"
@@ -337,9 +364,7 @@ def fit_units(
     )
     if data.alignment is not None:
         result.quality = units_quality(codebook, source, data, progress=options.progress)
-        write_text_atomic(
-            path.with_suffix(".quality.json"), json.dumps(result.quality, indent=2) + "\n"
-        )
+        write_json_atomic(path.with_suffix(".quality.json"), result.quality)
     return result
 
 
@@ -415,6 +440,7 @@ def apply_units(
     source = load_feature_source(model_spec or codebook.model, layer, seed, device)
     codebook.check_source(source)
     items = find_sources(inputs, allow_commands=allow_commands)
+    _check_unique_ids(items)
     started = time.perf_counter()
     out = Path(out)
     text_mode = out.suffix == ".txt"
@@ -440,6 +466,19 @@ def apply_units(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out, "\n".join(lines) + "\n")
     return UnitsApplyResult(out, len(items), total, time.perf_counter() - started)
+
+
+def _check_unique_ids(items: Sequence[Utterance]) -> None:
+    """Each output line or file is named by the utterance id: two inputs of one id would
+    overwrite each other (extract refuses them too)."""
+    seen: dict[str, Utterance] = {}
+    for item in items:
+        if item.id in seen:
+            raise CPCSpeechError(
+                f"{item.label} and {seen[item.id].label} have the same utterance id {item.id!r}; "
+                "expected each id once (give them separately)"
+            )
+        seen[item.id] = item
 
 
 # ----- quality against phone labels -----

@@ -452,9 +452,8 @@ def _parse_textgrid_tier(path: Path, tier: str) -> list[tuple[float, float, str]
             if key == "text":
                 if "xmin" not in interval or "xmax" not in interval:
                     raise AlignmentError(f"{path}: interval text without xmin/xmax: {line!r}")
-                current.append(
-                    (float(interval["xmin"]), float(interval["xmax"]), _tg_string(value))
-                )
+                times = (_tg_time(interval["xmin"], path), _tg_time(interval["xmax"], path))
+                current.append((*times, _tg_string(value)))
                 interval = {}
     if tier not in tiers:
         raise AlignmentError(
@@ -485,8 +484,16 @@ def _is_int(text: str) -> bool:
 
 
 def _is_float(text: str) -> bool:
+    """A finite number (``inf`` and ``nan`` are not times)."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
+
+
+def _tg_time(value: str, path: Path) -> float:
+    if not _is_float(value) or float(value) < 0:
+        raise AlignmentError(
+            f"{path}: expected interval times as finite seconds >= 0, found {value!r}"
+        )
+    return float(value)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpcspeech.io.shards import POSITION_COLUMN
+from cpcspeech.io.shards import POSITION_COLUMN, parse_run_line, run_line
 from cpcspeech.io.sources import AudioSource
 
 INDEX_COLUMNS = ("path", "first_row", "num_frames", "seconds", "status", "id")
@@ -43,10 +43,15 @@ def unescape_field(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
 
 
-def write_index(path: Path, files: list[FileResult], sharded: bool = False) -> None:
-    """Write one row per file (a sharded run's index gains ``input_position``)."""
+def write_index(path: Path, files: list[FileResult], run: dict | None = None) -> None:
+    """Write one row per file. A sharded run's index (``run``: its shard, input count, model
+    sha256, layer, dim; see :mod:`cpcspeech.io.shards`) starts with ``# {run as JSON}`` and
+    gains ``input_position``."""
+    sharded = run is not None
     # surrogateescape: a file name that is not valid UTF-8 is written as its own bytes.
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+        if sharded:
+            f.write(run_line(run) + "\n")
         f.write("\t".join(INDEX_COLUMNS + ((POSITION_COLUMN,) if sharded else ())) + "\n")
         for r in files:
             row = (
@@ -64,10 +69,14 @@ def write_index(path: Path, files: list[FileResult], sharded: bool = False) -> N
 def read_index(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read a ``.index.tsv`` written by ``cpcspeech extract`` into one dict per file.
 
-    Fields are unescaped (:func:`escape_field`), so ``path`` is the file name exactly.
+    Fields are unescaped (:func:`escape_field`), so ``path`` is the file name exactly. The run
+    line of a shard's or merged index (``# {...}``) is skipped.
     """
     with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
-        header = f.readline().rstrip("\n").split("\t")
+        header = f.readline().rstrip("\n")
+        if parse_run_line(header, path) is not None:
+            header = f.readline().rstrip("\n")
+        header = header.split("\t")
         return [
             dict(zip(header, map(unescape_field, line.rstrip("\n").split("\t")), strict=True))
             for line in f

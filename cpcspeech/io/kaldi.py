@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from cpcspeech.errors import AudioError, CPCSpeechError
-from cpcspeech.files import temp_sibling
+from cpcspeech.errors import AudioError, CorpusError, CPCSpeechError
+from cpcspeech.files import read_text, temp_sibling
 from cpcspeech.io.audio import (
     MAX_AUDIO_SECONDS_ENV,
     AudioInfo,
@@ -231,45 +231,40 @@ def read_segments(
     found: list[tuple[str, SegmentAudio]] = []
     seen: dict[str, int] = {}
     limit = max_audio_seconds()  # no recording is longer, so no segment ends later
-    with open(segments, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            parts = raw.split()
-            if not parts:
-                continue
-            where = f"{segments}:{lineno}"
-            if len(parts) != 4:
-                raise CPCSpeechError(
-                    f"{where}: expected 'SEGMENT_ID RECORDING_ID START END', found {raw.strip()!r}"
-                    + (" (a 5th channel field is not supported)" if len(parts) == 5 else "")
-                )
-            seg, rec, start_text, end_text = parts
-            try:
-                start, end = float(start_text), float(end_text)
-            except ValueError:
-                raise CPCSpeechError(
-                    f"{where}: expected START and END in seconds, found {start_text!r} {end_text!r}"
-                ) from None
-            if not (0 <= start < limit and (end == -1 or start < end <= limit)):
-                raise CPCSpeechError(
-                    f"{where}: expected 0 <= START < END <= {limit:g} (or END = -1; seconds, "
-                    f"at most {MAX_AUDIO_SECONDS_ENV}), found {start:g} {end:g}"
-                )
-            if rec not in recordings:
-                raise CPCSpeechError(
-                    f"{where}: recording {rec!r} of segment {seg!r} expected in wav.scp, "
-                    "found no such id"
-                )
-            if "/" in seg or "\\" in seg or seg in (".", ".."):
-                raise CPCSpeechError(
-                    f"{where}: segment id {seg!r} must not contain a path separator"
-                )
-            if seg in seen:
-                raise CPCSpeechError(
-                    f"{where}: segment id {seg!r} already used on line {seen[seg]}"
-                )
-            seen[seg] = lineno
-            recordings[rec].pending += 1
-            found.append((seg, SegmentAudio(seg, recordings[rec], start, end)))
+    for lineno, raw in enumerate(read_text(segments, CorpusError).splitlines(), start=1):
+        parts = raw.split()
+        if not parts:
+            continue
+        where = f"{segments}:{lineno}"
+        if len(parts) != 4:
+            raise CPCSpeechError(
+                f"{where}: expected 'SEGMENT_ID RECORDING_ID START END', found {raw.strip()!r}"
+                + (" (a 5th channel field is not supported)" if len(parts) == 5 else "")
+            )
+        seg, rec, start_text, end_text = parts
+        try:
+            start, end = float(start_text), float(end_text)
+        except ValueError:
+            raise CPCSpeechError(
+                f"{where}: expected START and END in seconds, found {start_text!r} {end_text!r}"
+            ) from None
+        if not (0 <= start < limit and (end == -1 or start < end <= limit)):
+            raise CPCSpeechError(
+                f"{where}: expected 0 <= START < END <= {limit:g} (or END = -1; seconds, "
+                f"at most {MAX_AUDIO_SECONDS_ENV}), found {start:g} {end:g}"
+            )
+        if rec not in recordings:
+            raise CPCSpeechError(
+                f"{where}: recording {rec!r} of segment {seg!r} expected in wav.scp, "
+                "found no such id"
+            )
+        if "/" in seg or "\\" in seg or seg in (".", ".."):
+            raise CPCSpeechError(f"{where}: segment id {seg!r} must not contain a path separator")
+        if seg in seen:
+            raise CPCSpeechError(f"{where}: segment id {seg!r} already used on line {seen[seg]}")
+        seen[seg] = lineno
+        recordings[rec].pending += 1
+        found.append((seg, SegmentAudio(seg, recordings[rec], start, end)))
     if not found:
         raise CPCSpeechError(f"{segments}: expected at least one segment, found none")
     return found
@@ -303,6 +298,11 @@ def parse_wspecifier(text: str) -> ArkScpTarget:
     options = sorted(k for k, v in spec.items() if v and k not in ("ark", "scp"))
     if spec["scp"] is None or options:
         raise CPCSpeechError(f"--out {text!r}: {expected}, found options {options or 'ark only'}")
+    if os.path.realpath(spec["ark"]) == os.path.realpath(spec["scp"]):
+        raise CPCSpeechError(
+            f"--out {text!r}: {expected}, found one path for both (the index would replace the "
+            "archive)"
+        )
     for name in (spec["ark"], spec["scp"]):
         if name.strip() in ("", "-") or name.strip().startswith("|") or name.strip().endswith("|"):
             raise CPCSpeechError(

@@ -15,6 +15,7 @@ import numpy as np
 from cpcspeech.errors import AudioError, CPCSpeechError
 from cpcspeech.io.audio import AudioInfo, check_audio_size, resampled_length, to_mono
 from cpcspeech.io.trust import TRUSTED_LHOTSE_SOURCES, commands_allowed, refuse
+from cpcspeech.runtime import one_line
 
 MANIFEST_SUFFIXES = (".jsonl.gz", ".jsonl")
 
@@ -46,7 +47,7 @@ class LhotseAudio:
 
     def info(self, sample_rate: int, min_samples: int) -> AudioInfo:
         """Length from the manifest (no audio read)."""
-        rate, count = self.item.sampling_rate, self.item.num_samples
+        rate, count = int(self.item.sampling_rate), int(self.item.num_samples)
         check_audio_size(self.label, rate, count)
         num_samples = resampled_length(count, rate, sample_rate)
         if num_samples < min_samples:
@@ -63,7 +64,9 @@ class LhotseAudio:
         try:
             samples = self.item.load_audio()  # (channels, n) float32 at the item's rate
         except Exception as err:  # lhotse raises many types for missing or unreadable audio
-            raise AudioError(self.label, f"lhotse could not load the audio ({err})") from err
+            raise AudioError(
+                self.label, f"lhotse could not load the audio ({one_line(err)})"
+            ) from err
         data = np.asarray(samples, dtype=np.float32).T  # (n, channels)
         return to_mono(self.label, data, int(self.item.sampling_rate), sample_rate, min_samples)
 
@@ -118,7 +121,7 @@ def manifest_inputs(
     except Exception as err:
         raise CPCSpeechError(
             f"{path}: expected a lhotse CutSet or RecordingSet manifest, lhotse could not read "
-            f"it ({err})"
+            f"it ({one_line(err)})"
         ) from err
     if not isinstance(manifest, lhotse.CutSet | lhotse.RecordingSet):
         raise CPCSpeechError(

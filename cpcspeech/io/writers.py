@@ -75,6 +75,7 @@ class FeatureWriter(ABC):
 
     out: Path
     index: Path | None = None
+    run: dict  # the run's identity (input_count, model_sha256, layer), recorded by shard indexes
 
     @abstractmethod
     def check(self, sources: list[AudioSource], dim: int) -> None:
@@ -98,13 +99,15 @@ class FeatureWriter(ABC):
 class StackedNpyWriter(FeatureWriter):
     """``OUT.npy``: every file's frames stacked, (total_frames, D), with ``OUT.index.tsv``.
 
-    A shard writes ``OUT.shard-I-of-N.npy`` and its index gains ``input_position``.
+    A shard writes ``OUT.shard-I-of-N.npy``; its index starts with the run's description
+    (``run``, set by the caller before :meth:`commit`) and gains ``input_position``.
     """
 
     def __init__(self, out: Path, shard: Shard | None = None) -> None:
         self.out = shard_output(out, shard) if shard is not None else out
         self.index = index_path_for(self.out)
-        self.sharded = shard is not None
+        self.shard = shard
+        self.run: dict = {}
         self.array: StackedNpy | None = None
         self.temps: list[Path] = []
         self.dim = 0
@@ -128,7 +131,10 @@ class StackedNpyWriter(FeatureWriter):
     def commit(self, results: list[FileResult]) -> None:
         self._open().close()
         self.temps.append(temp_sibling(self.index))
-        write_index(self.temps[-1], results, sharded=self.sharded)
+        run = None
+        if self.shard is not None:
+            run = {"shard": f"{self.shard.index}/{self.shard.count}", "dim": self.dim, **self.run}
+        write_index(self.temps[-1], results, run)
         os.replace(self.temps[-1], self.index)
         os.replace(self.temps[0], self.out)
         self.temps.clear()
@@ -147,6 +153,7 @@ class NpyFolderWriter(FeatureWriter):
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self.run: dict = {}
         self.temps: list[Path] = []
 
     def check(self, sources: list[AudioSource], dim: int) -> None:
@@ -189,6 +196,7 @@ class KaldiArkWriter(FeatureWriter):
         self.target = kaldi.parse_wspecifier(spec)
         self.out = Path(self.target.ark)
         self.index = Path(self.target.scp)
+        self.run: dict = {}
         self.ark: kaldi.ArkScpWriter | None = None
 
     def check(self, sources: list[AudioSource], dim: int) -> None:

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from cpcspeech.config import ModelConfig
+from cpcspeech.config import ModelConfig, check_options
 from cpcspeech.model.cpc import ChannelNorm, CPCModel
 
 # Modules whose default init draws no random numbers (ones, zeros, running statistics).
@@ -23,6 +23,7 @@ def random_model(seed: int = 0, config: ModelConfig | None = None) -> CPCModel:
     model's, bit for bit; but they come from a local ``torch.Generator``: the global RNG is left
     as it was. Returned on the CPU, in training mode like any new module.
     """
+    check_options(seed=seed)  # --seed of every command that offers --model random
     generator = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         model = CPCModel(config)  # shapes only: nothing is drawn or allocated

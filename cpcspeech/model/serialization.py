@@ -6,6 +6,7 @@ allocated, and NaN/inf weights are refused. No pickle anywhere.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,12 @@ from torch import Tensor, nn
 
 from cpcspeech.config import ModelConfig, section_from_dict
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import temp_sibling, umask_mode, write_text_atomic
+from cpcspeech.files import (
+    read_json,
+    temp_sibling,
+    umask_mode,
+    write_json_atomic,
+)
 from cpcspeech.runtime import one_line
 
 CONFIG_NAME = "config.json"
@@ -46,7 +52,7 @@ def save_model_dir(model: nn.Module, config: ModelConfig, directory: str | os.Pa
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, umask_mode())  # safetensors creates its files with mode 0600
     os.replace(tmp, directory / WEIGHTS_NAME)
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(directory / CONFIG_NAME, meta)
     return directory
 
 
@@ -77,10 +83,7 @@ def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise ModelLoadError(f"{directory}: expected a cpcspeech {CONFIG_NAME}, found none")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+    meta = read_json(path, ModelLoadError)
     if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
         found = meta.get("model_type") if isinstance(meta, dict) else type(meta).__name__
         raise ModelLoadError(
@@ -255,3 +258,13 @@ def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -
         source,
     )
     model.load_state_dict(state, strict=True)
+
+
+def parameters_sha256(model: torch.nn.Module) -> str:
+    """Hex sha256 of a model's parameters and buffers (name, then float32 bytes, in order): the
+    weights' identity whatever file they came from (shard indexes, codebooks of random models)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

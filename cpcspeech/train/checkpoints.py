@@ -20,7 +20,14 @@ from torch import Tensor
 
 from cpcspeech.config import Config, config_from_dict, config_to_dict, read_yaml, save_config
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.files import file_sha256, replace_folder, temp_dir, umask_mode, write_text_atomic
+from cpcspeech.files import (
+    file_sha256,
+    json_text,
+    replace_folder,
+    temp_dir,
+    umask_mode,
+    write_text_atomic,
+)
 from cpcspeech.runtime import one_line
 from cpcspeech.train.objective import CPCObjective
 
@@ -90,7 +97,7 @@ def write_checkpoint(
     save_config(cfg, tmp / "config.yaml")
     # Resume verifies these (verify_checkpoint): a truncated or garbled file is caught before use.
     meta = {**meta, "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}}
-    (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (tmp / META_NAME).write_text(json_text(meta), encoding="utf-8")
     replace_folder(tmp, final)  # the same step may be written again (a finished run resumed)
     return final
 

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from cpcspeech.config import ModelConfig
 from cpcspeech.errors import ConfigError, ModelLoadError
-from cpcspeech.files import check_output_apart, file_sha256, replace_folder, temp_dir
+from cpcspeech.files import check_output_apart, file_sha256, read_json, replace_folder, temp_dir
 from cpcspeech.model import WEIGHTS_NAME, CPCModel
-from cpcspeech.model.serialization import check_model_size, expected_shapes
+from cpcspeech.model.serialization import check_finite, check_model_size, expected_shapes
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 
 ARGS_NAME = "checkpoint_args.json"
@@ -158,10 +158,7 @@ def read_cpc_audio(source: str | os.PathLike, checkpoint: str | None = None) -> 
         if not args_path.is_file():
             raise ModelLoadError(f"{source}: expected a CPC_audio run folder with {ARGS_NAME}")
         path = pick_run_checkpoint(source, checkpoint)
-        try:
-            config = json.loads(args_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ModelLoadError(f"{args_path}: not valid JSON ({err})") from err
+        config = read_json(args_path, ModelLoadError)
     elif source.is_file():
         if checkpoint is not None:
             raise ModelLoadError(f"{source}: a checkpoint name applies only to a run folder")
@@ -329,6 +326,7 @@ def convert_checkpoint(
     except ConfigError as err:
         raise ModelLoadError(f"{ckpt.path}: {err}") from None
     state = map_weights(ckpt.weights, expected_shapes(CPCModel, config), str(ckpt.path))
+    check_finite(state, str(ckpt.path))  # the loader's rule, before anything is written
     model = CPCModel(config)
     model.load_state_dict(state, strict=True)
     return model.eval(), ckpt

@@ -13,8 +13,16 @@ from typing import Any
 import yaml
 
 from cpcspeech.errors import CPCSpeechError, ModelLoadError
-from cpcspeech.files import check_output_apart, check_writable_folder, replace_folder, temp_dir
+from cpcspeech.files import (
+    check_output_apart,
+    check_writable_folder,
+    read_json,
+    read_text,
+    replace_folder,
+    temp_dir,
+)
 from cpcspeech.model import CONFIG_NAME, WEIGHTS_NAME, CPCModel, read_model_config
+from cpcspeech.runtime import one_line
 from cpcspeech.weights.card import CARD_NAME, card_header, config_table, usage_section
 from cpcspeech.weights.resolve import (
     HUB_FILES,
@@ -86,10 +94,7 @@ def export_model(
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelLoadError(f"{path}: not valid JSON ({err})") from err
+    value = read_json(path, ModelLoadError)
     return value if isinstance(value, dict) else None
 
 
@@ -97,9 +102,9 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+        value = yaml.safe_load(read_text(path, ModelLoadError))
     except yaml.YAMLError as err:
-        raise ModelLoadError(f"{path}: not valid YAML ({err})") from err
+        raise ModelLoadError(f"{path}: not valid YAML ({one_line(err)})") from None
     return value if isinstance(value, dict) else None
 
 

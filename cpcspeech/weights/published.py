@@ -17,7 +17,7 @@ from filelock import FileLock
 from rich.progress import DownloadColumn, TransferSpeedColumn
 
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import file_sha256, write_text_atomic
+from cpcspeech.files import check_writable_folder, file_sha256, read_text, write_text_atomic
 from cpcspeech.runtime import progress_bar
 from cpcspeech.weights.convert import convert
 
@@ -120,7 +120,7 @@ def resolve_published(name: str, progress: bool | None = None) -> PublishedModel
     target = checkpoint_path(entry)
     if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
         return PublishedModel(name, directory, target, url, _read_sha(directory))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(target.parent, f"cache ${CACHE_ENV}")
     # One process at a time per file: two appending to the same .part would corrupt it.
     with FileLock(str(target) + ".lock"):
         if (directory / "model.safetensors").is_file():  # another process finished meanwhile
@@ -152,7 +152,7 @@ def _fetch_and_convert(
 
 def _read_sha(directory: Path) -> str:
     path = directory / "source.sha256"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else "unknown"
+    return read_text(path, ModelLoadError).strip() if path.is_file() else "unknown"
 
 
 def verify(path: Path, entry: PublishedCheckpoint) -> str:

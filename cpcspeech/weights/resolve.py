@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cpcspeech.errors import ModelLoadError
-from cpcspeech.files import file_sha256
+from cpcspeech.files import file_sha256, read_text
 from cpcspeech.model import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -347,7 +347,7 @@ def _pick_checkpoint(folder: Path, spec: str) -> ModelSource:
     """folder: a run's checkpoints/ -> the best checkpoint if named, else the latest step-*."""
     best_file = folder / BEST_NAME
     if best_file.is_file():
-        name = best_file.read_text(encoding="utf-8").strip()
+        name = read_text(best_file, ModelLoadError).strip()
         chosen = folder / name
         if not name or "/" in name or "\\" in name or not is_model_dir(chosen):
             raise ModelLoadError(
