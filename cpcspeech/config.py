@@ -66,13 +66,21 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """InfoNCE (paper section 2.3): one linear W_k per future step k = 1..prediction_steps."""
+    """InfoNCE (paper section 2.3): a predictor of z_{t+k} per step k = 1..prediction_steps."""
 
     prediction_steps: int = 12
     num_negatives: int = 128
     # Where negatives come from (paper Table 2): "mixed" (any window in the batch), "same_speaker",
     # "mixed_other_seq", "same_speaker_other_seq" or "same_seq".
     negative_mode: str = "mixed"
+    # What predicts z_{t+k} from c_t: "linear" (the paper's W_k, one per step), "mlp" (one
+    # hidden layer per step, as CPC_audio's "ffd") or "transformer" (one causal self-attention
+    # layer over c shared by all steps, then a linear head per step, after CPC_audio's
+    # transformer predictor; Riviere et al. 2020).
+    predictor: str = "linear"
+    predictor_hidden: int = (
+        512  # hidden units of the "mlp" predictor (and the FFN of "transformer")
+    )
 
     def __post_init__(self) -> None:
         check_section(self)
@@ -305,6 +313,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "LossConfig": {
         "prediction_steps": Range(1, 1000),
         "num_negatives": Range(1, 100_000),
+        "predictor_hidden": Range(1, _SIZE),
     },
     "DataConfig": {
         "window": Range(1, 16000 * 600),
@@ -360,9 +369,10 @@ section object is built (:func:`check_section`, from each section's ``__post_ini
 and from YAML, JSON or ``--set`` alike."""
 
 NEGATIVE_MODES = ("mixed", "same_speaker", "mixed_other_seq", "same_speaker_other_seq", "same_seq")
+PREDICTORS = ("linear", "mlp", "transformer")
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "ModelConfig": {"norm": NORMS, "context_type": CONTEXT_TYPES},
-    "LossConfig": {"negative_mode": NEGATIVE_MODES},
+    "LossConfig": {"negative_mode": NEGATIVE_MODES, "predictor": PREDICTORS},
     "DataConfig": {"short_utterances": ("drop", "pad")},
     "TrainConfig": {
         "precision": ("fp32", "bf16"),

@@ -1,4 +1,5 @@
-"""InfoNCE (van den Oord et al. 2018, section 2.3): one linear W_k per future step k = 1..K.
+"""InfoNCE (van den Oord et al. 2018, section 2.3): a predictor of z_{t+k} for each step k = 1..K
+(the paper's linear W_k, or a small MLP / a causal attention layer as options).
 
 ``sample_negatives`` draws the contrastive negatives (paper Table 2 modes) and stands alone.
 """
@@ -267,6 +268,50 @@ def info_nce_from_scores(scores: Tensor) -> InfoNCEOutput:
     )
 
 
+class MLPHeads(nn.Module):
+    """K independent one-hidden-layer predictors c_t -> z_{t+k} (CPC_audio's "ffd"), batched.
+
+    Layer 1 is one matmul for all k: (B, T, c_dim) -> (B, T, K, hidden), ReLU; layer 2 is a
+    batched matmul per k: (B, T, K, hidden) -> (B, T, K, z_dim). Initialised as K nn.Linear pairs.
+    """
+
+    def __init__(self, steps: int, c_dim: int, hidden: int, z_dim: int) -> None:
+        super().__init__()
+        first = [nn.Linear(c_dim, hidden) for _ in range(steps)]
+        second = [nn.Linear(hidden, z_dim) for _ in range(steps)]
+        self.weight1 = nn.Parameter(torch.stack([m.weight.data for m in first]))  # (K, H, C)
+        self.bias1 = nn.Parameter(torch.stack([m.bias.data for m in first]))  # (K, H)
+        self.weight2 = nn.Parameter(torch.stack([m.weight.data for m in second]))  # (K, Z, H)
+        self.bias2 = nn.Parameter(torch.stack([m.bias.data for m in second]))  # (K, Z)
+
+    def forward(self, c: Tensor) -> Tensor:
+        """c: (B, T, c_dim) -> (B, T, K, z_dim)."""
+        steps, hidden, _ = self.weight1.shape
+        h = F.linear(c, self.weight1.flatten(0, 1), self.bias1.flatten())  # (B, T, K * H)
+        h = F.relu(h.unflatten(-1, (steps, hidden)))  # (B, T, K, H)
+        return torch.einsum("btkh,kzh->btkz", h, self.weight2) + self.bias2
+
+
+class CausalAttentionLayer(nn.Module):
+    """One pre-norm transformer layer over c with a causal mask: position t attends to <= t.
+
+    No positional encoding: c_t comes from a recurrent context network, which already orders
+    the frames, and the causal mask keeps the prediction of z_{t+k} free of the future.
+    c: (B, T, c_dim) -> (B, T, c_dim).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        heads = next(h for h in (8, 4, 2, 1) if dim % h == 0)
+        self.layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=hidden, dropout=0.0, batch_first=True, norm_first=True
+        )
+
+    def forward(self, c: Tensor) -> Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(c.shape[1], device=c.device)
+        return self.layer(c, src_mask=mask, is_causal=True)
+
+
 class InfoNCE(nn.Module):
     """The CPC objective with prediction heads W_1..W_K (paper eq. 3-4).
 
@@ -280,23 +325,37 @@ class InfoNCE(nn.Module):
         self.config = config
         self.z_dim = z_dim
         self.c_dim = c_dim
+        steps = config.prediction_steps
         # The paper's W_k is linear. We add a bias, as CPC_audio does: b_k^T z_{t+k} is a
         # context-free score per candidate (a learnt frame prior), so exp(z^T W_k c + b_k^T z)
         # is still a valid positive density ratio f_k (eq. 3); it costs nothing and keeps our
         # numbers comparable with CPC_audio's.
-        self.heads = nn.ModuleList(
-            [nn.Linear(c_dim, z_dim, bias=True) for _ in range(config.prediction_steps)]
+        if config.predictor == "mlp":
+            self.heads: nn.Module = MLPHeads(steps, c_dim, config.predictor_hidden, z_dim)
+        else:
+            self.heads = nn.ModuleList([nn.Linear(c_dim, z_dim, bias=True) for _ in range(steps)])
+        # "transformer": one causal self-attention layer over c, shared by every step, before
+        # the per-step heads (CPC_audio's transformer predictor; Riviere et al. 2020, 2.2)
+        self.predictor = (
+            CausalAttentionLayer(c_dim, config.predictor_hidden)
+            if config.predictor == "transformer"
+            else None
         )
+        self._steps = steps
 
     @property
     def prediction_steps(self) -> int:
-        return len(self.heads)
+        return self._steps
 
     def predict(self, c: Tensor) -> Tensor:
-        """c: (B, T, c_dim) -> W_k c_t for all k at once: (B, T, K, z_dim), one matmul."""
+        """c: (B, T, c_dim) -> the prediction of z_{t+k} for all k at once: (B, T, K, z_dim)."""
+        if self.predictor is not None:
+            c = self.predictor(c)
+        if isinstance(self.heads, MLPHeads):
+            return self.heads(c)
         weight = torch.cat([head.weight for head in self.heads], dim=0)  # (K * z_dim, c_dim)
         bias = torch.cat([head.bias for head in self.heads], dim=0)  # (K * z_dim,)
-        out = F.linear(c, weight, bias)  # (B, T, K * z_dim)
+        out = F.linear(c, weight, bias)  # (B, T, K * z_dim), one matmul for every W_k
         return out.unflatten(-1, (self.prediction_steps, self.z_dim))  # (B, T, K, z_dim)
 
     def forward(

@@ -53,6 +53,8 @@ variant() {  # the --set overrides of one variant; A+B joins the overrides of A 
     neg64) echo "loss.num_negatives=64" ;;
     neg128) echo "loss.num_negatives=128" ;;
     same-seq) echo "loss.negative_mode=same_seq" ;;
+    mlp) echo "loss.predictor=mlp" ;;                   # one hidden layer per step (CPC_audio ffd)
+    transformer) echo "loss.predictor=transformer" ;;   # causal attention before the heads
     same-speaker) echo "loss.negative_mode=same_speaker data.speakers_per_batch=2" ;;
     k4) echo "loss.prediction_steps=4" ;;
     *) echo "unknown variant $1; see: $0 list" >&2; exit 2 ;;
@@ -62,7 +64,7 @@ variant() {  # the --set overrides of one variant; A+B joins the overrides of A 
 case "${1:-}" in
   list)
     for v in base aug-past aug-both aug-future c256 lstm c256-lstm c256-lstm-aug-past \
-             neg64 neg128 same-seq same-speaker k4; do
+             neg64 neg128 same-seq same-speaker k4 mlp transformer; do
       echo "$v: $(variant "$v")"
     done ;;
   train)
