@@ -12,7 +12,7 @@ from paths import PACKAGE
 # Each unit's rank: a module may import units of a lower rank, its own subpackage, and nothing
 # else. Units of equal rank are siblings and must not import each other (train and eval).
 RANKS = {
-    "errors": 0, "files": 0, "runtime": 0, "config": 0, "_moved": 0,
+    "errors": 0, "files": 0, "runtime": 0, "ranges": 0, "config": 0, "_moved": 0,
     "model": 1,
     "io": 2,
     "weights": 3,
@@ -21,8 +21,8 @@ RANKS = {
     "cli": 6,
     "__init__": 7, "__main__": 7,
 }  # fmt: skip
-# inside the foundation, the order is errors -> files -> runtime -> config
-FOUNDATION = ["errors", "files", "runtime", "config"]
+# inside the foundation, the order is errors -> files -> runtime -> ranges -> config
+FOUNDATION = ["errors", "files", "runtime", "ranges", "config"]
 
 
 def _unit(module: str) -> str:
