@@ -42,9 +42,11 @@ LOUD_DB = 20.0
 MAX_LOUD_SILENCE = 0.5
 """The silence check: an alignment is refused when more than this share of its loud frames
 (frame energy within LOUD_DB dB of the utterance's 95th-percentile frame) is labelled SIL. A
-transcript that misses words makes the aligner label their speech as silence. On 79
-speechocean762 utterances the correct transcripts gave at most 0.48 (95th percentile 0.31);
-the one-word transcript "a" gave a median of 0.73."""
+transcript that misses words makes the aligner label their speech as silence. Measured on
+speechocean762-train (2464 alignments of the correct transcripts): 99th percentile 0.42, 7 above
+0.5 (one a genuinely wrong alignment, 24 % frame agreement with the shipped labels; six in noisy
+recordings that agree 85-100 %); the transcript "a" for 80 utterances of three words or more:
+median 0.73, 76 % refused. A check, not a proof: a wrong transcript of the right length passes."""
 CHECK = f"loud-silence<={MAX_LOUD_SILENCE}@{LOUD_DB}dB"
 _EDGE_PUNCTUATION = re.compile(r"^[^\w']+|[^\w']+$")
 
