@@ -261,13 +261,13 @@ def align_corpus(
     out = Path(out)
     items = find_transcribed(data)
     check_writable_folder(out, "--out")
-    header = _journal_header(lexicon)
-    journal = out / JOURNAL
-    done = _read_journal(journal, header)
+    aligner = SphinxAligner(lexicon)  # checks the lexicon
     summary = AlignSummary(out, [])
-    aligner = SphinxAligner(lexicon)
     start = time.perf_counter()
     try:
+        header = _journal_header(lexicon)
+        journal = out / JOURNAL
+        done = _read_journal(journal, header)
         summary.results = _align_all(aligner, items, done, journal, header, summary, progress)
     finally:
         aligner.close()

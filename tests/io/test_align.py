@@ -209,6 +209,8 @@ def test_oov_words_are_reported_and_a_lexicon_supplies_them(tmp_path):
     lex = tmp_path / "lex.txt"
     lex.write_text("BALT B AO1 L T\n")
     assert align.align_corpus(data, tmp_path / "b", lexicon=lex).count("ok") == 2
+    with pytest.raises(AlignmentError, match="--lexicon: expected a CMUdict-format file"):
+        align.align_corpus(data, tmp_path / "c", lexicon=tmp_path / "missing.dict")
 
 
 @needs_sphinx
