@@ -134,7 +134,9 @@ def write_submission(
     check_writable_folder(out, "--out")
     cpc, weights = load_model_for_cli(model)
     summary = SubmissionSummary(out, out.parent / f"{out.name}.params.yaml", weights, layer)
-    summary.dim = cpc.layer_dim(layer) if layer in cpc.layers else 0
+    if layer not in cpc.layers:
+        raise CPCSpeechError(f"--layer: expected one of {list(cpc.layers)}, found {layer!r}")
+    summary.dim = cpc.layer_dim(layer)
     for name in sets:
         folder = Path(dataset) / "phonetic" / name
         todo = [

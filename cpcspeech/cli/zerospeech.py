@@ -30,8 +30,10 @@ def zerospeech_command(
     device: DeviceOption = "cpu",
     quiet: QuietOption = False,
 ) -> None:
-    """ZeroSpeech 2021 phonetic submission: one text feature file per wav, meta.yaml, validated
-    against zerospeech2021's rules."""
+    """ZeroSpeech 2021 phonetic submission: text features per wav, meta.yaml; validated.
+
+    Every rule of zerospeech2021's validator is checked at the end (cpcspeech.zerospeech).
+    """
     from cpcspeech.zerospeech import PHONETIC_SETS, write_submission
 
     meta = {"author": author, "affiliation": affiliation, "train_set": train_set}
