@@ -1,6 +1,6 @@
 """The `cpcspeech` command line: parses options, calls one library function, prints a summary.
 
-This is the only module that imports typer. It holds no logic of its own. The project's errors
+This package is the only one that imports typer. It holds no logic of its own. The project's errors
 (CPCSpeechError) are caught once, by the command group every command runs in: one line on
 stderr, exit status 2, no traceback.
 """
