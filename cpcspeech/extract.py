@@ -198,7 +198,7 @@ class _Settings:
 def extract_features(
     model: CPCModel,
     inputs: Sequence[AudioSource | str | os.PathLike],
-    out: str | os.PathLike,
+    out: str | os.PathLike | FeatureWriter,
     layer: str = "c",
     device: str | torch.device = "cpu",
     skip_errors: bool = False,
@@ -216,7 +216,8 @@ def extract_features(
         inputs: AudioSource items, or paths for :func:`cpcspeech.io.sources.find_sources`.
         out: ``*.npy`` -> one (total_frames, D) float32 array + ``*.index.tsv``; a directory ->
             ``OUT/<key>.npy``, (T_i, D) each; ``ark,scp:A.ark,A.scp`` -> Kaldi float matrices
-            (T_i, D) keyed by id (:func:`cpcspeech.io.writers.parse_output`).
+            (T_i, D) keyed by id (:func:`cpcspeech.io.writers.parse_output`); or a
+            :class:`cpcspeech.io.writers.FeatureWriter` itself.
         layer: "c" (D = c_dim), "z" (D = z_dim) or "c1".."cN" (one recurrent layer, D = c_dim).
         device: "auto", "cpu", "cuda" or a torch.device.
         skip_errors: record a bad file as skipped and go on instead of stopping.
@@ -237,7 +238,8 @@ def extract_features(
     """
     _check_options(model, layer, precision, chunk_seconds, batch_seconds)
     settings = _Settings(layer, chunk_seconds, precision, batch_seconds, skip_errors, progress)
-    writer = parse_output(out, shard)  # before any path is touched
+    # before any path is touched
+    writer = out if isinstance(out, FeatureWriter) else parse_output(out, shard)
     if inputs and all(isinstance(x, AudioSource) for x in inputs):
         items = list(inputs)
     else:

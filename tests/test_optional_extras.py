@@ -51,6 +51,8 @@ def test_extras_are_declared_and_not_core():
     assert "kaldiio" not in core and "lhotse" not in core
     extras = project["optional-dependencies"]
     assert extras["kaldi"] == ["kaldiio>=2.18"] and extras["lhotse"] == ["lhotse>=1.20"]
+    assert "pocketsphinx" not in core and extras["align"] == ["pocketsphinx>=5.0,<6"]
+    assert "pocketsphinx>=5.0,<6" in extras["dev"]
 
 
 def test_without_the_extras_only_their_features_fail_with_an_install_hint(tmp_path):

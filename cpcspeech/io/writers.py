@@ -187,6 +187,48 @@ class NpyFolderWriter(FeatureWriter):
         self.temps.clear()
 
 
+class TextFolderWriter(FeatureWriter):
+    """A folder: ``OUT/<key>.txt``, (T, D) per input as text, one frame per line, values
+    separated by spaces (``np.loadtxt`` reads it back; the ZeroSpeech 2021 feature format), each
+    written through a temporary file and renamed. Not an ``--out`` of extract: the ZeroSpeech
+    submission (:mod:`cpcspeech.zerospeech`) uses it."""
+
+    FORMAT = "%.6g"
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.temps: list[Path] = []
+
+    def check(self, sources: list[AudioSource], dim: int) -> None:
+        check_writable_folder(self.out, f"--out {self.out}")
+        seen: dict[str, AudioSource] = {}
+        for item in sources:
+            if item.key in seen:
+                raise CPCSpeechError(
+                    f"{item.path} and {seen[item.key].path} would both be written to "
+                    f"{item.key}.txt; expected one audio file per name"
+                )
+            seen[item.key] = item
+
+    def write(self, result: FileResult, feats: np.ndarray | None) -> None:
+        if feats is None:
+            return
+        target = self.out / f"{result.input.key}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.temps.append(temp_sibling(target))
+        np.savetxt(self.temps[-1], feats, fmt=self.FORMAT)
+        os.replace(self.temps.pop(), target)
+        result.output = target
+
+    def commit(self, results: list[FileResult]) -> None:
+        """Every file is already in place."""
+
+    def abort(self) -> None:
+        for tmp in self.temps:
+            tmp.unlink(missing_ok=True)
+        self.temps.clear()
+
+
 class KaldiArkWriter(FeatureWriter):
     """``ark,scp:FEATS.ark,FEATS.scp``: one Kaldi float matrix (T, D) per input, keyed by its
     utterance id, and the scp index (:class:`cpcspeech.io.kaldi.ArkScpWriter`, kaldiio)."""
