@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from cpcspeech.errors import ConfigError, CPCSpeechError, internal_error
+from cpcspeech.errors import CPCSpeechError, internal_error
 
 console = Console(stderr=True)
 
@@ -389,134 +389,6 @@ def _progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-@app.command("probe")
-def probe(
-    task: str | None = typer.Argument(None, help="phone or speaker (omit with --table: both)."),
-    data: DataOption = ...,
-    labels: str | None = typer.Option(
-        None, "--labels", help="Alignment: CPC format, Kaldi per-frame text, CTM or TextGrid(s)."
-    ),
-    model: str = typer.Option(
-        "mfcc", "--model", "-m", help="Model dir / checkpoint, 'random', 'mfcc' or a .npy dir."
-    ),
-    table: bool = typer.Option(
-        False, "--table", help="Run Table 1: random, mfcc (+ --model if a CPC model), both tasks."
-    ),
-    baselines: bool = typer.Option(
-        True,
-        "--baselines/--no-baselines",
-        help="With --table: --no-baselines skips the random and mfcc rows (one extraction of "
-        "--model for both tasks).",
-    ),
-    out: str | None = typer.Option(None, "--out", "-o", help="Folder for the JSON / table."),
-    label_format: LabelFormatOption = None,
-    phones: PhonesOption = None,
-    train_list: str | None = typer.Option(
-        None, "--train-list", help="Default: train_split.txt in the data dir."
-    ),
-    test_list: str | None = typer.Option(
-        None, "--test-list", help="Default: test_split.txt in the data dir."
-    ),
-    layer: LayerOption = "c",
-    hidden: int = typer.Option(0, "--hidden", help="0: linear probe; >0: one-hidden-layer MLP."),
-    epochs: int = typer.Option(10, "--epochs", help="Probe training epochs (Adam, cosine lr)."),
-    speaker_mode: str = typer.Option(
-        "frame", "--speaker-mode", help="frame (paper) or utterance (mean feature per utterance)."
-    ),
-    supervised_steps: int = typer.Option(
-        0,
-        "--supervised-steps",
-        help="Train the supervised baseline for N steps: the table's row, or with a task that "
-        "task alone (instead of probing --model).",
-    ),
-    supervised_eval_every: int = typer.Option(
-        0, "--supervised-eval-every", help="Also score the supervised model every N steps."
-    ),
-    supervised_norm: str = typer.Option(
-        "none",
-        "--supervised-norm",
-        help="Encoder norm of the supervised model: none (the paper's) or channel (the shipped "
-        "weights' shape).",
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of 'random' init and of the probe."),
-    device: DeviceOption = "cpu",
-    quiet: QuietOption = False,
-    allow_commands: AllowCommands = False,
-) -> None:
-    """Linear probes on frozen features (paper Table 1): per-frame phone or speaker accuracy."""
-    from cpcspeech.eval.data import resolve_eval_data
-    from cpcspeech.eval.probes import ProbeOptions, run_probe
-    from cpcspeech.eval.supervised import SupervisedBudget, run_supervised_task
-    from cpcspeech.eval.table import run_table
-
-    options = ProbeOptions(layer, hidden, epochs, speaker_mode, seed, device, _progress(quiet))
-    budget = SupervisedBudget(steps=supervised_steps, eval_every=supervised_eval_every,
-                              norm=supervised_norm) if supervised_steps else None  # fmt: skip
-    if task is None and not table:
-        raise ConfigError("give a task (phone or speaker) or --table")
-    evaluation = resolve_eval_data(data, labels, label_format, phones, train_list, test_list,
-                                   allow_commands=allow_commands)  # fmt: skip
-    if table:
-        _, markdown = run_table(evaluation, out or "probe-table", options, model, budget, baselines)
-        typer.echo(markdown, nl=False)
-        typer.echo(f"wrote {out or 'probe-table'}/table.md and table.json")
-        return
-    if budget is not None:
-        result = run_supervised_task(
-            task, evaluation, budget, options, out,
-            on_point=lambda step, acc: typer.echo(f"step {step}: {task} accuracy {100 * acc:.1f}%"),
-        )  # fmt: skip
-    else:
-        result = run_probe(task, evaluation, model, options, out)
-    typer.echo(result.describe())
-
-
-@app.command("abx")
-def abx(
-    data: DataOption,
-    labels: str | None = typer.Option(
-        None, "--labels", help="Alignment (CPC, Kaldi per-frame, CTM, TextGrid) to make items."
-    ),
-    item: str | None = typer.Option(
-        None, "--item", help="An existing .item file (Libri-light / ZeroSpeech) instead."
-    ),
-    model: str = typer.Option("default", "--model", "-m", help=EVAL_MODEL_HELP),
-    table: bool = typer.Option(False, "--table", help="Score random, mfcc and --model."),
-    out: str | None = typer.Option(None, "--out", "-o", help="Folder for abx.json/.md/.item."),
-    layer: LayerOption = "c",
-    distance: str = typer.Option("angular", "--distance", help="angular, euclidean or kl."),
-    test_list: str | None = typer.Option(
-        None, "--test-list", help="Default: test_split.txt in the data dir when present."
-    ),
-    label_format: LabelFormatOption = None,
-    phones: PhonesOption = None,
-    max_per_group: int = typer.Option(10, "--max-per-group", help="Tokens per cell (as CPC)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of 'random' and of subsampling."),
-    device: DeviceOption = "cpu",
-    quiet: QuietOption = False,
-    allow_commands: AllowCommands = False,
-) -> None:
-    """Triphone ABX error within and across speakers (Libri-light / ZeroSpeech 2021)."""
-    from cpcspeech.eval.abx import AbxOptions, run_abx
-    from cpcspeech.eval.data import resolve_eval_data
-    from cpcspeech.eval.features import table_specs
-
-    options = AbxOptions(
-        layer, distance, max_per_group, seed=seed, device=device, progress=_progress(quiet)
-    )
-    evaluation = resolve_eval_data(
-        data, labels, label_format, phones, test_list=test_list, splits=("test",), required=(),
-        allow_commands=allow_commands,
-    )  # fmt: skip
-    specs = table_specs(model) if table else [model]
-    results, markdown = run_abx(evaluation, specs, options, item_file=item, out_dir=out)
-    typer.echo(markdown, nl=False)
-    for result in results:
-        typer.echo(result.describe())
-    if out:
-        typer.echo(f"wrote {out}/abx.json and abx.md")
-
-
 # Commands in their own modules, registered on `app` when imported; each imports `app` and the
 # shared options above from this package.
-from cpcspeech.cli import align, units, zerospeech  # noqa: E402, F401
+from cpcspeech.cli import align, evaluate, units, zerospeech  # noqa: E402, F401
