@@ -151,6 +151,9 @@ class NpyFolderWriter(FeatureWriter):
     """A folder: ``OUT/<key>.npy``, (T, D) float32 per input, each written through a temporary
     file and renamed, so a finished file is whole."""
 
+    SUFFIX = ".npy"
+    CLASH_HINT = "give them separately or use one .npy output"
+
     def __init__(self, out: Path) -> None:
         self.out = out
         self.run: dict = {}
@@ -163,18 +166,22 @@ class NpyFolderWriter(FeatureWriter):
             if item.key in seen:
                 raise CPCSpeechError(
                     f"{item.path} and {seen[item.key].path} would both be written to "
-                    f"{item.key}.npy; give them separately or use one .npy output"
+                    f"{item.key}{self.SUFFIX}; {self.CLASH_HINT}"
                 )
             seen[item.key] = item
+
+    def save(self, path: Path, feats: np.ndarray) -> None:
+        """Write feats (T, D) to ``path`` (a temporary name) in this folder's format."""
+        with open(path, "wb") as f:
+            np.save(f, feats)
 
     def write(self, result: FileResult, feats: np.ndarray | None) -> None:
         if feats is None:
             return
-        target = self.out / f"{result.input.key}.npy"
+        target = self.out / f"{result.input.key}{self.SUFFIX}"
         target.parent.mkdir(parents=True, exist_ok=True)
         self.temps.append(temp_sibling(target))
-        with open(self.temps[-1], "wb") as f:
-            np.save(f, feats)
+        self.save(self.temps[-1], feats)
         os.replace(self.temps.pop(), target)
         result.output = target
 
@@ -187,46 +194,18 @@ class NpyFolderWriter(FeatureWriter):
         self.temps.clear()
 
 
-class TextFolderWriter(FeatureWriter):
+class TextFolderWriter(NpyFolderWriter):
     """A folder: ``OUT/<key>.txt``, (T, D) per input as text, one frame per line, values
     separated by spaces (``np.loadtxt`` reads it back; the ZeroSpeech 2021 feature format), each
     written through a temporary file and renamed. Not an ``--out`` of extract: the ZeroSpeech
     submission (:mod:`cpcspeech.zerospeech`) uses it."""
 
     FORMAT = "%.6g"
+    SUFFIX = ".txt"
+    CLASH_HINT = "expected one audio file per name"
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.temps: list[Path] = []
-
-    def check(self, sources: list[AudioSource], dim: int) -> None:
-        check_writable_folder(self.out, f"--out {self.out}")
-        seen: dict[str, AudioSource] = {}
-        for item in sources:
-            if item.key in seen:
-                raise CPCSpeechError(
-                    f"{item.path} and {seen[item.key].path} would both be written to "
-                    f"{item.key}.txt; expected one audio file per name"
-                )
-            seen[item.key] = item
-
-    def write(self, result: FileResult, feats: np.ndarray | None) -> None:
-        if feats is None:
-            return
-        target = self.out / f"{result.input.key}.txt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.temps.append(temp_sibling(target))
-        np.savetxt(self.temps[-1], feats, fmt=self.FORMAT)
-        os.replace(self.temps.pop(), target)
-        result.output = target
-
-    def commit(self, results: list[FileResult]) -> None:
-        """Every file is already in place."""
-
-    def abort(self) -> None:
-        for tmp in self.temps:
-            tmp.unlink(missing_ok=True)
-        self.temps.clear()
+    def save(self, path: Path, feats: np.ndarray) -> None:
+        np.savetxt(path, feats, fmt=self.FORMAT)
 
 
 class KaldiArkWriter(FeatureWriter):
