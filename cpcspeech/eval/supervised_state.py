@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.files import read_text, replace_folder, temp_dir, write_text_atomic
+from cpcspeech.files import read_text, replace_folder, temp_dir, umask_mode, write_text_atomic
 
 FORMAT = 1
 WEIGHTS = "state.safetensors"
@@ -45,6 +45,7 @@ def save_state(folder, step: int, budget, model: nn.Module, optimizer, rng) -> N
     }
     tmp = temp_dir(folder.parent, f".{folder.name}.")
     save_file(tensors, str(tmp / WEIGHTS))
+    os.chmod(tmp / WEIGHTS, umask_mode())  # safetensors creates its files with mode 0600
     write_text_atomic(tmp / META, json.dumps(meta, allow_nan=False) + "\n")
     if (folder / CURVE).is_file():
         write_text_atomic(tmp / CURVE, read_text(folder / CURVE, CPCSpeechError))
