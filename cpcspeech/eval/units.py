@@ -21,7 +21,7 @@ from cpcspeech.eval.data import EvalData
 from cpcspeech.eval.features import FeatureSource, extract_frames, load_feature_source
 from cpcspeech.files import read_json, write_json_atomic, write_text_atomic
 from cpcspeech.io.corpus import Utterance
-from cpcspeech.io.sources import find_sources
+from cpcspeech.io.sources import find_sources, first_clash
 from cpcspeech.runtime import one_line, progress_bar, resolve_device
 
 CODEBOOK_FORMAT = "cpcspeech-units"
@@ -471,14 +471,13 @@ def apply_units(
 def _check_unique_ids(items: Sequence[Utterance]) -> None:
     """Each output line or file is named by the utterance id: two inputs of one id would
     overwrite each other (extract refuses them too)."""
-    seen: dict[str, Utterance] = {}
-    for item in items:
-        if item.id in seen:
-            raise CPCSpeechError(
-                f"{item.label} and {seen[item.id].label} have the same utterance id {item.id!r}; "
-                "expected each id once (give them separately)"
-            )
-        seen[item.id] = item
+    clash = first_clash(items, lambda item: item.id)
+    if clash is not None:
+        earlier, item = clash
+        raise CPCSpeechError(
+            f"{item.label} and {earlier.label} have the same utterance id {item.id!r}; "
+            "expected each id once (give them separately)"
+        )
 
 
 # ----- quality against phone labels -----

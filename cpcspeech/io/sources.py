@@ -6,7 +6,7 @@ probes, ABX, units and t-SNE read too. No audio is decoded while finding sources
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -387,3 +387,18 @@ def _select(items: list[AudioSource], utt_list: str | os.PathLike, where: str) -
             f"{unknown[:5]}"
         )
     return [by_id[w] for w in wanted]
+
+
+def first_clash(
+    sources: Sequence[AudioSource], key: Callable[[AudioSource], str]
+) -> tuple[AudioSource, AudioSource] | None:
+    """The first two sources with the same ``key`` (an output name, a Kaldi key, an utterance
+    id), in order: (the earlier, the later); None when every key is unique. Writers and
+    ``units apply`` refuse such inputs, since one would overwrite the other."""
+    seen: dict[str, AudioSource] = {}
+    for item in sources:
+        name = key(item)
+        if name in seen:
+            return seen[name], item
+        seen[name] = item
+    return None

@@ -19,7 +19,7 @@ from cpcspeech.files import check_writable_folder, temp_sibling
 from cpcspeech.io import kaldi
 from cpcspeech.io.index import FileResult, index_path_for, write_index
 from cpcspeech.io.shards import Shard, shard_output
-from cpcspeech.io.sources import AudioSource
+from cpcspeech.io.sources import AudioSource, first_clash
 
 
 class StackedNpy:
@@ -161,14 +161,13 @@ class NpyFolderWriter(FeatureWriter):
 
     def check(self, sources: list[AudioSource], dim: int) -> None:
         check_writable_folder(self.out, f"--out {self.out}")
-        seen: dict[str, AudioSource] = {}
-        for item in sources:
-            if item.key in seen:
-                raise CPCSpeechError(
-                    f"{item.path} and {seen[item.key].path} would both be written to "
-                    f"{item.key}{self.SUFFIX}; {self.CLASH_HINT}"
-                )
-            seen[item.key] = item
+        clash = first_clash(sources, lambda item: item.key)
+        if clash is not None:
+            earlier, item = clash
+            raise CPCSpeechError(
+                f"{item.path} and {earlier.path} would both be written to "
+                f"{item.key}{self.SUFFIX}; {self.CLASH_HINT}"
+            )
 
     def save(self, path: Path, feats: np.ndarray) -> None:
         """Write feats (T, D) to ``path`` (a temporary name) in this folder's format."""
@@ -223,14 +222,13 @@ class KaldiArkWriter(FeatureWriter):
     def check(self, sources: list[AudioSource], dim: int) -> None:
         for path in (self.out, self.index):
             check_writable_folder(path.parent, f"--out {self.spec}")
-        seen: dict[str, AudioSource] = {}
-        for item in sources:
-            if item.id in seen:
-                raise CPCSpeechError(
-                    f"{item.label} and {seen[item.id].label} would both be written under the "
-                    f"Kaldi key {item.id!r}; expected each key once"
-                )
-            seen[item.id] = item
+        clash = first_clash(sources, lambda item: item.id)
+        if clash is not None:
+            earlier, item = clash
+            raise CPCSpeechError(
+                f"{item.label} and {earlier.label} would both be written under the "
+                f"Kaldi key {item.id!r}; expected each key once"
+            )
 
     def write(self, result: FileResult, feats: np.ndarray | None) -> None:
         if feats is None:
