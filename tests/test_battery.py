@@ -190,17 +190,22 @@ def _pipe_marker(tmp: Path) -> Case:
     return _extract(tmp, str(scp))
 
 
-def _lhotse_command(tmp: Path) -> Case:
-    pytest.importorskip("lhotse")
-    source = wav(tmp / "a.wav")
-    recording = {
-        "id": "rec", "sampling_rate": 16000, "num_samples": 8000, "duration": 0.5,
-        "sources": [{"type": "command", "channels": [0],
-                     "source": f"touch {tmp / 'MARKER'}; cat {source}"}],
-    }  # fmt: skip
-    manifest = tmp / "recordings.jsonl"
-    manifest.write_text(json.dumps(recording) + "\n")
-    return _extract(tmp, str(manifest))
+def _lhotse_marker(kind: str, prefix: str = "") -> Callable[[Path], Case]:
+    """A lhotse recording whose source (of type ``kind``) would leave a marker if it ran."""
+
+    def build(tmp: Path) -> Case:
+        pytest.importorskip("lhotse")
+        source = wav(tmp / "a.wav")
+        recording = {
+            "id": "rec", "sampling_rate": 16000, "num_samples": 8000, "duration": 0.5,
+            "sources": [{"type": kind, "channels": [0],
+                         "source": f"{prefix}touch {tmp / 'MARKER'}; cat {source}"}],
+        }  # fmt: skip
+        manifest = tmp / "recordings.jsonl"
+        manifest.write_text(json.dumps(recording) + "\n")
+        return _extract(tmp, str(manifest))
+
+    return build
 
 
 def _model_nan(tmp: Path) -> Case:
@@ -420,19 +425,6 @@ def _pipe_in_wav_scp(data: Path) -> None:
     (data / "wav.scp").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _lhotse_url_pipe(tmp: Path) -> Case:
-    pytest.importorskip("lhotse")
-    source = wav(tmp / "a.wav")
-    recording = {
-        "id": "rec", "sampling_rate": 16000, "num_samples": 8000, "duration": 0.5,
-        "sources": [{"type": "url", "channels": [0],
-                     "source": f"pipe:touch {tmp / 'MARKER'}; cat {source}"}],
-    }  # fmt: skip
-    manifest = tmp / "recordings.jsonl"
-    manifest.write_text(json.dumps(recording) + "\n")
-    return _extract(tmp, str(manifest))
-
-
 def _bad_labels(data: Path) -> None:
     (data / "labels.txt").write_bytes(b"spk_a-0 1 2 \xff\n")
 
@@ -469,8 +461,8 @@ CASES = [
     ("extract-model-config-not-utf8", _model_config(b'{"model_type": "\xff"}')),
     ("extract-model-config-a-list", _model_config(b"[1, 2]")),
     ("extract-wav-scp-pipe-runs", _pipe_marker),
-    ("extract-lhotse-command-source", _lhotse_command),
-    ("extract-lhotse-url-pipe-source", _lhotse_url_pipe),
+    ("extract-lhotse-command-source", _lhotse_marker("command")),
+    ("extract-lhotse-url-pipe-source", _lhotse_marker("url", "pipe:")),
     ("probe-wav-scp-pipe-runs", _probe(corpus=_pipe_in_wav_scp)),
     ("abx-wav-scp-pipe-runs", _abx(corpus=_pipe_in_wav_scp)),
     ("units-fit-wav-scp-pipe-runs", _units_fit(corpus=_pipe_in_wav_scp)),
