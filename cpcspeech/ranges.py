@@ -11,6 +11,7 @@ from cpcspeech.errors import ConfigError
 
 NORMS = ("none", "channel", "layer", "batch", "instance")
 CONTEXT_TYPES = ("gru", "lstm", "rnn")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "LossConfig": {"negative_mode": NEGATIVE_MODES, "predictor": PREDICTORS},
     "DataConfig": {"short_utterances": ("drop", "pad")},
     "TrainConfig": {
-        "precision": ("fp32", "bf16"),
+        "precision": PRECISIONS,
         "device": ("auto", "cpu", "cuda"),
         "budget_clock": ("cpu", "wall"),
     },

@@ -92,3 +92,31 @@ def test_another_budget_is_refused(data, tmp_path):
     run_supervised_task("phone", data, _budget(2), OPTIONS, tmp_path / "run")
     with pytest.raises(CPCSpeechError, match="lr: saved 0.001, now 0.002"):
         run_supervised_task("phone", data, _budget(4, lr=2e-3), OPTIONS, tmp_path / "run")
+
+
+def test_bf16_trains_and_may_continue_an_fp32_run(data, tmp_path):
+    """bf16 (encoder under autocast) gives a finite curve, is named in the budget, and a run
+    saved in fp32 continues in bf16: precision is not part of the budget that must match."""
+    run_supervised_task("phone", data, _budget(2), OPTIONS, tmp_path / "run")
+    result = run_supervised_task(
+        "phone", data, _budget(4, precision="bf16"), OPTIONS, tmp_path / "run"
+    )
+    assert [p[0] for p in result.details["curve"]] == [2, 4]
+    assert all(np.isfinite(p[1]) for p in result.details["curve"])
+    assert "encoder in bf16" in result.details["budget"]
+
+
+def test_bf16_logits_are_float32_and_close_to_fp32():
+    from cpcspeech.eval.supervised import _Supervised
+
+    model = _Supervised(num_classes=5, seed=0, norm="channel").eval()
+    wav = torch.randn(2, 3200)
+    with torch.no_grad():
+        full, half = model(wav), model(wav, bf16=True)
+    assert half.dtype == torch.float32 and half.shape == full.shape == (2, 20, 5)
+    assert torch.allclose(full, half, atol=0.1, rtol=0.1)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(CPCSpeechError, match="expected one of fp32, bf16, found 'fp16'"):
+        SupervisedBudget(precision="fp16")
