@@ -229,7 +229,10 @@ def run_supervised_task(
     long run shows its curve while it trains. With ``out_dir`` the JSON is rewritten after every
     point (``details["complete"]`` false until the end), so a stopped run keeps its curve, and
     the run's state is kept in ``out_dir/supervised-TASK-state/``: the same command run again
-    continues from the last point (a larger ``--supervised-steps`` trains on)."""
+    continues from the last point (a larger ``--supervised-steps`` trains on). The model as it
+    stands at the last point (encoder + GRU, without the head) is written as a model directory,
+    ``out_dir/supervised-TASK-model/``, so that any evaluation that takes ``--model`` (ABX,
+    units, probes on other layers) can read the supervised row too."""
     check_task(task)
     if out_dir is None:
         return run_supervised(task, data, budget, options.device, options.progress, on_point)
@@ -244,6 +247,7 @@ def run_supervised_task(
     result = run_supervised(
         task, data, budget, options.device, options.progress, point,
         state_dir=Path(out_dir) / f"supervised-{task}-state",
+        model_dir=Path(out_dir) / f"supervised-{task}-model",
     )  # fmt: skip
     write_result(result, path)
     return result
@@ -257,12 +261,14 @@ def run_supervised(
     progress: bool = True,
     on_point: Callable[..., object] | None = None,
     state_dir: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
 ) -> ProbeResult:
     """Train the supervised baseline on the train list and score its own head on the test list.
 
     ``on_point(step, accuracy)`` hears each point of the test curve as it is measured (with
     ``state_dir``, as ``on_point(step, accuracy, partial_result)``, and the curve is kept in the
-    saved state so that a resumed run reports it whole)."""
+    saved state so that a resumed run reports it whole). With ``model_dir`` the model (without
+    its head) is saved there as a model directory at every point, after it is scored."""
     if task == "phone" and data.alignment is None:
         raise AlignmentError("supervised phone baseline: expected phone labels, found none")
     started = time.perf_counter()
@@ -278,6 +284,8 @@ def run_supervised(
         curve[:] = [point for point in curve if point[0] < step]
         curve.append([step, accuracy(copy.deepcopy(head).cpu().eval(), test_x, test_y)])
         n_test[0] = len(test_y)
+        if model_dir is not None:
+            cpc.save_pretrained(model_dir)
         if state_dir is not None:
             write_curve(state_dir, curve)
         if on_point is None:

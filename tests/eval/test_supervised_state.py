@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from cpcspeech.errors import CPCSpeechError
 from cpcspeech.eval.data import resolve_eval_data
 from cpcspeech.eval.probes import ProbeOptions
 from cpcspeech.eval.supervised import SupervisedBudget, run_supervised_task
 from cpcspeech.io.alignments import CANONICAL_INDEX, label_frames
+from cpcspeech.weights.resolve import load_model
 
 
 def _corpus(root: Path) -> Path:
@@ -86,6 +88,19 @@ def test_a_stopped_run_continues_exactly(data, tmp_path):
         np.array(second.details["curve"]), np.array(whole.details["curve"]), atol=1e-6
     )
     assert second.n_train_frames == whole.n_train_frames
+
+
+def test_the_model_is_saved_as_a_model_directory(data, tmp_path):
+    """The supervised body at the last point loads like any model (for ABX, units, ...) and holds
+    exactly the weights of the saved state."""
+    run_supervised_task("phone", data, _budget(4), OPTIONS, tmp_path / "run")
+    model, _ = load_model(str(tmp_path / "run" / "supervised-phone-model"))
+    state = load_file(str(tmp_path / "run" / "supervised-phone-state" / "state.safetensors"))
+    body = {k[len("model.cpc.") :]: v for k, v in state.items() if k.startswith("model.cpc.")}
+    assert body.keys() == model.state_dict().keys()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, body[name], rtol=0, atol=0)
+    assert model.config.norm == "none"
 
 
 def test_another_budget_is_refused(data, tmp_path):
