@@ -385,3 +385,14 @@ def test_writer_abort_leaves_nothing_half_written(tmp_path, audio_dir, out):
     rows = read_index(tmp_path / "p" / "feats.index.tsv")
     assert [(r["first_row"], r["id"]) for r in rows] == [("0", "a"), ("2", "c")]
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["feats.index.tsv", "feats.npy"]
+
+
+def test_inputs_are_found_before_the_weights_load(tmp_path):
+    """An empty folder is reported as such even when the weights named would not load: discovery
+    runs first, so a typo in the inputs costs no model load."""
+    (tmp_path / "empty").mkdir()
+    result = invoke(str(tmp_path / "empty"), "--model", str(tmp_path / "no-model"),
+                    "--out", str(tmp_path / "f.npy"))  # fmt: skip
+    assert result.exit_code == 2
+    assert "found none" in result.output and "no-model" not in result.output
+    assert "weights:" not in result.output

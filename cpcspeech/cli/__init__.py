@@ -141,13 +141,15 @@ def extract(
     """
     from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
     from cpcspeech.io.shards import parse_shard
+    from cpcspeech.io.sources import find_sources
 
     picked = parse_shard(shard) if shard is not None else None
+    sources = find_sources(inputs, allow_commands=allow_commands)  # bad inputs fail before loading
     cpc_model, weights = load_model_for_cli(model, seed)
     typer.echo(f"weights: {weights}")
     summary = extract_features(
         cpc_model,
-        inputs,
+        sources,
         out,
         layer=layer,
         device=device,
