@@ -181,6 +181,7 @@ def merge_indexes(shard_arrays: list[str | os.PathLike], out: str | os.PathLike)
             twice; positions that are not exactly 0..M-1 once each.
     """
     out = Path(out)
+    _check_out_apart(out, [Path(a) for a in shard_arrays])
     merged: dict[int, dict[str, str]] = {}
     columns: list[str] | None = None
     first: dict | None = None
@@ -218,6 +219,18 @@ def merge_indexes(shard_arrays: list[str | os.PathLike], out: str | os.PathLike)
     lines += ["\t".join(merged[p][c] for c in (ARRAY_COLUMN, *columns)) for p in sorted(merged)]
     write_text_atomic(out, "\n".join(lines) + "\n")
     return len(merged)
+
+
+def _check_out_apart(out: Path, arrays: list[Path]) -> None:
+    """The merged index must not replace a shard's own array or index (that would lose it)."""
+    targets = {Path(os.path.abspath(out)), Path(os.path.realpath(out))}
+    for array in arrays:
+        for own in (array, array.with_name(array.stem + ".index.tsv")):
+            if targets & {Path(os.path.abspath(own)), Path(os.path.realpath(own))}:
+                raise CPCSpeechError(
+                    f"merge-index: --out {out}: expected a new index beside the shards, found "
+                    f"the shard file {own}, which the merge reads"
+                )
 
 
 def _add_rows(

@@ -98,3 +98,8 @@ def test_merge_index_rejects_missing_duplicate_and_unsharded(tmp_path, corpus):
     result = cli("merge-index", str(tmp_path / "plain.npy"), "--out", str(tmp_path / "m.index.tsv"))
     assert result.exit_code == 2 and "input_position" in result.output
     assert not (tmp_path / "m.index.tsv").exists()
+    own = tmp_path / "feats.shard-1-of-2.index.tsv"
+    before = own.read_bytes()
+    result = cli("merge-index", a, b, "--out", str(own))  # a shard's own index: refused
+    assert result.exit_code == 2 and "which the merge reads" in result.output
+    assert own.read_bytes() == before
