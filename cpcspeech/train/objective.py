@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from cpcspeech.config import Config, OptimConfig
 from cpcspeech.errors import ConfigError
 from cpcspeech.model.cpc import CPCModel
+from cpcspeech.model.serialization import MAX_PARAMETERS
 from cpcspeech.train.loss import InfoNCE
 from cpcspeech.train.windows import WindowBatch
 
@@ -63,8 +64,28 @@ def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
     return int(state[0])
 
 
+def check_objective_size(cfg: Config) -> None:
+    """ConfigError unless the model and its prediction heads together hold at most
+    :data:`MAX_PARAMETERS` values. Counted on the ``meta`` device, so a config asking for 1000
+    steps of 2048 x 2048 heads (4 G values) fails before anything is allocated."""
+    with torch.device("meta"):
+        model = CPCModel(cfg.model)
+        heads = InfoNCE(cfg.loss, model.z_dim, model.c_dim)
+    body = sum(v.numel() for v in model.state_dict().values())
+    count = body + sum(v.numel() for v in heads.state_dict().values())
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model + loss: expected at most {MAX_PARAMETERS:,} parameters, found a config "
+            f"asking for {count:,} ({4 * count / 1e9:.1f} GB in float32), {count - body:,} of "
+            f"them in the predictor (loss.prediction_steps {cfg.loss.prediction_steps}, "
+            f"loss.predictor {cfg.loss.predictor!r}, loss.predictor_hidden "
+            f"{cfg.loss.predictor_hidden})"
+        )
+
+
 def make_objective(cfg: Config) -> CPCObjective:
     """CPCModel(cfg.model) + InfoNCE(cfg.loss) initialised from train.seed."""
+    check_objective_size(cfg)
     torch.manual_seed(cfg.train.seed)
     model = CPCModel(cfg.model)
     loss = InfoNCE(cfg.loss, model.z_dim, model.c_dim)

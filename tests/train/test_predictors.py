@@ -64,3 +64,22 @@ def test_unknown_predictor_and_bad_hidden_are_config_errors():
         LossConfig(predictor="rnn")
     with pytest.raises(ConfigError, match="predictor_hidden"):
         LossConfig(predictor_hidden=0)
+
+
+def test_heads_count_toward_the_parameter_limit():
+    """A config whose prediction heads alone would take 17 GB fails in make_objective, counted
+    on the meta device, before anything is allocated; the shipped recipe's shape passes."""
+    import time
+
+    from cpcspeech.config import Config, ModelConfig
+    from cpcspeech.train.objective import check_objective_size, make_objective
+
+    huge = Config(
+        model=ModelConfig(encoder_channels=2048, context_dim=2048),
+        loss=LossConfig(prediction_steps=1000),
+    )
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="in the predictor .loss.prediction_steps 1000"):
+        make_objective(huge)
+    assert time.perf_counter() - start < 10
+    check_objective_size(Config())  # the paper's model and 12 linear heads
