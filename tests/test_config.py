@@ -23,7 +23,7 @@ from cpcspeech.config import (
 )
 from cpcspeech.errors import ConfigError
 
-RECIPES = sorted((REPO / "recipes").glob("*/conf.yaml"))
+RECIPES = sorted((REPO / "recipes").glob("*/*.yaml"))
 SECTION_CLASSES = (ModelConfig, LossConfig, DataConfig, OptimConfig, TrainConfig, AugmentConfig)
 
 
@@ -75,7 +75,7 @@ def test_bad_choice_names_the_key(tmp_path):
         load_config(_write(tmp_path, "data:\n  root: /d\n"), ["train.precision=fp8"])
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[p.parent.name for p in RECIPES])
+@pytest.mark.parametrize("path", RECIPES, ids=[f"{p.parent.name}/{p.stem}" for p in RECIPES])
 def test_recipes_parse(path):
     """Every recipe loads once its required paths are set, and holds only known keys."""
     overrides = [f"data.{key}=/x" for key in ("root", "train_list", "valid_list")]

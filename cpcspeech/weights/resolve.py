@@ -56,6 +56,15 @@ SHIPPED: dict[str, ShippedModel] = {
         hub_repo_id=None,
         hub_revision=None,
     ),
+    "cpc-speechocean762-phonetic": ShippedModel(
+        folder="cpc-speechocean762-phonetic",
+        description=(
+            "the default weights + 5250 updates with same-sequence negatives and augmentation "
+            "of the past: more phonetic, less speaker information (not the default)"
+        ),
+        hub_repo_id=None,
+        hub_revision=None,
+    ),
 }
 ALIASES = {"default": "cpc-speechocean762"}
 

@@ -218,6 +218,20 @@ def test_default_is_the_shipped_weights_or_a_clear_error() -> None:
             load_model("default")
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_loads_by_name_and_its_card_names_its_bytes(name: str) -> None:
+    """Each shipped folder loads strictly by its short name, and its model card gives the
+    sha256 of the weights file it ships with (a card left stale by new weights fails here)."""
+    folder = REPO / "pretrained" / SHIPPED[name].folder
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip("weights not in this checkout")
+    model, source = load_model(name)
+    assert source.kind == "shipped" and source.directory == folder
+    assert model.c_dim == 256
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert weights_sha256(folder) in card
+
+
 # ----- export -----
 def test_export_writes_a_loadable_directory_and_card(run_dir, tmp_path: Path) -> None:
     run, models = run_dir
