@@ -396,3 +396,16 @@ def test_inputs_are_found_before_the_weights_load(tmp_path):
     assert result.exit_code == 2
     assert "found none" in result.output and "no-model" not in result.output
     assert "weights:" not in result.output
+
+
+def test_a_missing_file_is_reported_before_the_weights_load(tmp_path):
+    """Without --skip-errors a missing input fails before the model loads (the model named here
+    would not load); with it, the file is listed as skipped as before."""
+    missing = str(tmp_path / "nope.wav")
+    result = invoke(
+        missing, "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "f.npy")
+    )
+    assert result.exit_code == 2
+    assert "nope.wav: file not found" in result.output and "no-model" not in result.output
+    result = invoke(missing, "--skip-errors", "--model", "random", "--out", str(tmp_path / "g.npy"))
+    assert result.exit_code == 1 and "skipped: file not found" in result.output

@@ -141,10 +141,12 @@ def extract(
     """
     from cpcspeech.extract import extract_features, load_model_for_cli, parse_batch_seconds
     from cpcspeech.io.shards import parse_shard
-    from cpcspeech.io.sources import find_sources
+    from cpcspeech.io.sources import check_files_exist, find_sources
 
     picked = parse_shard(shard) if shard is not None else None
     sources = find_sources(inputs, allow_commands=allow_commands)  # bad inputs fail before loading
+    if not skip_errors:
+        check_files_exist(sources)
     cpc_model, weights = load_model_for_cli(model, seed)
     typer.echo(f"weights: {weights}")
     summary = extract_features(

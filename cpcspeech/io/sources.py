@@ -299,6 +299,15 @@ def _discover(path: Path, speakers: bool, allow_commands: bool) -> list[AudioSou
     )
 
 
+def check_files_exist(sources: Sequence[AudioSource]) -> None:
+    """AudioError for the first source that is a plain file and is missing: one ``stat`` per
+    file, so a command can fail on a typo before it loads a model. The error is the one the
+    header pass (:meth:`AudioSource.info`) gives for that file."""
+    for source in sources:
+        if source.kind == "file" and not source.path.is_file():
+            source.info()
+
+
 def find_sources(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     utt_list: str | os.PathLike | None = None,
