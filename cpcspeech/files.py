@@ -55,10 +55,14 @@ def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
 
 
 def check_output_apart(
-    output: str | os.PathLike, inputs: list[str | os.PathLike], command: str
+    output: str | os.PathLike,
+    inputs: list[str | os.PathLike],
+    command: str,
+    option: str = "--overwrite",
 ) -> None:
     """The ``--overwrite`` rule: an output that would be replaced must not be, hold or lie inside
-    any input, so a command never deletes what it did not create.
+    any input, so a command never deletes what it did not create. ``option`` names what would
+    replace it in the message (``--out`` for a command that always writes its output).
 
     Paths are compared both as given (made absolute) and as real paths (symlinks followed), so a
     symlink to an input, or an input reached through one, counts as that input.
@@ -79,7 +83,7 @@ def check_output_apart(
                 else:
                     continue
                 raise CPCSpeechError(
-                    f"{command}: --overwrite would replace {output}, which {relation} the input "
+                    f"{command}: {option} would replace {output}, which {relation} the input "
                     f"{given}; expected an output apart from every input (nothing is deleted "
                     "that the command did not create)"
                 )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cpcspeech.errors import CPCSpeechError
-from cpcspeech.files import write_text_atomic
+from cpcspeech.files import check_output_apart, write_text_atomic
 
 POSITION_COLUMN = "input_position"
 ARRAY_COLUMN = "array"
@@ -181,13 +181,14 @@ def merge_indexes(shard_arrays: list[str | os.PathLike], out: str | os.PathLike)
             twice; positions that are not exactly 0..M-1 once each.
     """
     out = Path(out)
-    _check_out_apart(out, [Path(a) for a in shard_arrays])
+    shard_files = [f for a in map(Path, shard_arrays) for f in (a, _index_of(a))]
+    check_output_apart(out, shard_files, "merge-index", option="--out")  # it reads them all
     merged: dict[int, dict[str, str]] = {}
     columns: list[str] | None = None
     first: dict | None = None
     seen: dict[int, Path] = {}
     for array in map(Path, shard_arrays):
-        index = array.with_name(array.stem + ".index.tsv")
+        index = _index_of(array)
         if not array.is_file() or not index.is_file():
             raise CPCSpeechError(
                 f"{array}: expected a shard's .npy with its .index.tsv, found none"
@@ -221,16 +222,10 @@ def merge_indexes(shard_arrays: list[str | os.PathLike], out: str | os.PathLike)
     return len(merged)
 
 
-def _check_out_apart(out: Path, arrays: list[Path]) -> None:
-    """The merged index must not replace a shard's own array or index (that would lose it)."""
-    targets = {Path(os.path.abspath(out)), Path(os.path.realpath(out))}
-    for array in arrays:
-        for own in (array, array.with_name(array.stem + ".index.tsv")):
-            if targets & {Path(os.path.abspath(own)), Path(os.path.realpath(own))}:
-                raise CPCSpeechError(
-                    f"merge-index: --out {out}: expected a new index beside the shards, found "
-                    f"the shard file {own}, which the merge reads"
-                )
+def _index_of(array: Path) -> Path:
+    """feats.shard-0-of-2.npy -> its .index.tsv (io.index.index_path_for's rule; that module
+    imports this one, so it cannot be imported here)."""
+    return array.with_name(array.stem + ".index.tsv")
 
 
 def _add_rows(

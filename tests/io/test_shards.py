@@ -101,5 +101,6 @@ def test_merge_index_rejects_missing_duplicate_and_unsharded(tmp_path, corpus):
     own = tmp_path / "feats.shard-1-of-2.index.tsv"
     before = own.read_bytes()
     result = cli("merge-index", a, b, "--out", str(own))  # a shard's own index: refused
-    assert result.exit_code == 2 and "which the merge reads" in result.output
+    assert result.exit_code == 2 and "--out would replace" in result.output
+    assert "which is the input" in result.output
     assert own.read_bytes() == before
